@@ -1,0 +1,187 @@
+"""The queue interface: durable storage of events and of their pending deliveries.
+
+Two backends implement it: :mod:`hookgate.deliverer.queue_sqlite` (embedded, the default of
+``hookgate run``) and :mod:`hookgate.deliverer.queue_redis` (Redis Streams, for clusters).
+One shared test suite (``tests/integration/test_queue_contract.py``) runs against both.
+
+Life of a delivery::
+
+    enqueue ──► ready ──fetch──► leased ──complete──► done (attempt logged)
+                  ▲                │ ├──retry────► delayed ──(due)──► ready
+                  │                │ ├──bury─────► dead ──replay──► ready
+                  └────release─────┘ └──postpone─► delayed (no attempt counted)
+
+A leased delivery whose consumer dies is handed out again once its lease (the visibility
+timeout, longer than any endpoint timeout) expires: that is the at-least-once guarantee.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = [
+    "Attempt",
+    "DeadLetter",
+    "Delivery",
+    "Depth",
+    "Event",
+    "EventRecord",
+    "Queue",
+    "QueueUnavailable",
+    "open_queue",
+]
+
+
+class QueueUnavailable(Exception):
+    """The queue cannot be reached (Redis down, SQLite file locked or unwritable).
+
+    Its message says what failed and what to do; the ingest API answers 503 with it and
+    the dispatcher waits and tries again, so nothing is lost while the queue is away.
+    """
+
+
+@dataclass(frozen=True)
+class Event:
+    """An accepted event. ``body`` is the exact delivery body, serialised once at ingest."""
+
+    id: str
+    type: str
+    body: bytes
+    accepted_at: float  # unix seconds, when the event was durably enqueued
+    source: str | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One event on its way to one endpoint, as leased to a consumer by :meth:`Queue.fetch`."""
+
+    id: str  # unique per (event, endpoint) and stable across attempts and replays
+    event: Event
+    endpoint: str  # endpoint key "namespace/name"
+    attempt: int  # 1-based number of the attempt about to be made
+    token: str  # the backend's handle on this lease (stream entry id, row id, ...)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """The outcome of one HTTP attempt, kept in the attempt log."""
+
+    endpoint: str
+    attempt: int
+    at: float  # unix seconds when the attempt started
+    duration: float  # seconds
+    status: int | None  # HTTP status, None when no response arrived
+    error: str | None  # what went wrong, None on success
+    outcome: str  # "success" | "retry" | "dead"
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    delivery_id: str
+    event_id: str
+    event_type: str
+    endpoint: str
+    attempts: int
+    reason: str  # "Exhausted", "EndpointDeleted", "Gone", ...
+    error: str | None
+    dead_at: float
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    event: Event
+    endpoints: tuple[str, ...]
+    attempts: tuple[Attempt, ...]
+
+
+@dataclass(frozen=True)
+class Depth:
+    ready: int  # waiting for a consumer now
+    delayed: int  # waiting for a retry time (or a postponement)
+    dead: int  # dead letters
+    leased: int  # handed to a consumer, not finished
+
+
+class Queue(Protocol):
+    """What every queue backend does. All methods may raise :class:`QueueUnavailable`."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def enqueue(self, event: Event, endpoints: Sequence[str], *,
+                      idempotency_ttl: float = 86400.0) -> tuple[str, bool]:
+        """Store ``event`` and one ready delivery per endpoint, atomically and durably.
+
+        If ``event.idempotency_key`` was enqueued within ``idempotency_ttl`` seconds, store
+        nothing and return ``(original_id, False)``; otherwise ``(event.id, True)``.
+        """
+        ...
+
+    async def fetch(self, limit: int, wait: float) -> list[Delivery]:
+        """Lease up to ``limit`` ready deliveries, oldest first.
+
+        Due delayed deliveries become ready and expired leases are reclaimed first. When
+        none is ready, wait up to ``wait`` seconds for one before returning an empty list.
+        """
+        ...
+
+    async def complete(self, delivery: Delivery, attempt: Attempt) -> None:
+        """The delivery succeeded: log the attempt and forget the delivery."""
+        ...
+
+    async def retry(self, delivery: Delivery, attempt: Attempt, due: float) -> None:
+        """The attempt failed: log it and make attempt ``delivery.attempt + 1`` ready at ``due``."""
+        ...
+
+    async def bury(self, delivery: Delivery, attempt: Attempt | None, reason: str) -> None:
+        """Give up: log the attempt (if one was made) and keep the delivery as a dead letter."""
+        ...
+
+    async def postpone(self, delivery: Delivery, due: float) -> None:
+        """Hand the delivery back until ``due`` without counting an attempt (rate limit, ...)."""
+        ...
+
+    async def release(self, deliveries: Sequence[Delivery]) -> None:
+        """Hand leased deliveries back as ready now, attempts unchanged (graceful shutdown)."""
+        ...
+
+    async def depth(self) -> Depth: ...
+
+    async def event(self, event_id: str) -> EventRecord | None:
+        """The event with its endpoints and attempt log, while retained."""
+        ...
+
+    async def dead_letters(self, endpoint: str | None = None, limit: int = 100
+                           ) -> list[DeadLetter]: ...
+
+    async def replay(self, ids: Sequence[str] = (), endpoint: str | None = None,
+                     all: bool = False) -> int:
+        """Make dead letters ready again (attempt 1): by delivery id, by endpoint, or all.
+
+        Returns how many were requeued.
+        """
+        ...
+
+    async def purge(self, before: float) -> int:
+        """Drop finished events and attempt logs older than ``before``; returns events dropped."""
+        ...
+
+
+def open_queue(url: str, *, gateway: str, visibility_timeout: float = 60.0) -> Queue:
+    """A queue for ``url``: ``sqlite:PATH`` (embedded) or ``redis://...`` / ``rediss://...``.
+
+    Raises ``ValueError`` naming the accepted forms for anything else.
+    """
+    if url.startswith("sqlite:"):
+        from hookgate.deliverer.queue_sqlite import SQLiteQueue
+
+        return SQLiteQueue(url.removeprefix("sqlite:"), visibility_timeout=visibility_timeout)
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from hookgate.deliverer.queue_redis import RedisQueue
+
+        return RedisQueue(url, gateway=gateway, visibility_timeout=visibility_timeout)
+    raise ValueError(f"queue {url!r} is not supported; use sqlite:PATH or redis://HOST:PORT/DB")
