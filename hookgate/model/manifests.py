@@ -1,0 +1,152 @@
+"""Reading manifests from files: the multi-document YAML that ``kubectl apply`` takes.
+
+Each object is checked against the CRD schemas (:mod:`hookgate.model.schema`), then parsed
+into a typed resource. Problems carry the file, the line of the offending field where YAML
+tells us, the object and the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hookgate.model import schema
+from hookgate.model.problems import ManifestError, Problem
+from hookgate.model.resources import API_GROUP, Location, Resource, parse_resource
+
+__all__ = ["Document", "load_paths", "manifest_files", "parse_documents", "read_documents"]
+
+SUFFIXES = (".yaml", ".yml", ".json")
+
+
+@dataclass(frozen=True)
+class Document:
+    """One YAML document with where it came from and the line of each field path."""
+
+    doc: Mapping[str, Any]
+    file: str
+    line: int
+    lines: Mapping[str, int]
+
+    def line_of(self, field: str | None) -> int:
+        while field:
+            if field in self.lines:
+                return self.lines[field]
+            field = field.rpartition(".")[0] if "." in field else field.rpartition("[")[0]
+        return self.line
+
+
+def manifest_files(paths: Iterable[str | Path]) -> list[Path]:
+    """The YAML/JSON files named, directories searched recursively, in a stable order."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.suffix in SUFFIXES and f.is_file()))
+        else:
+            out.append(p)
+    return out
+
+
+def read_documents(path: Path) -> tuple[list[Document], list[Problem]]:
+    """The documents of one file; unreadable files and YAML errors become problems."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        return [], [Problem(f"cannot read file: {exc.strerror}", reason="FileUnreadable",
+                            file=str(path))]
+    docs: list[Document] = []
+    loader = yaml.SafeLoader(text)
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:
+                continue
+            value = loader.construct_document(node)
+            if value is None:
+                continue
+            line = node.start_mark.line + 1
+            if not isinstance(value, Mapping):
+                return docs, [Problem("a manifest must be a mapping with apiVersion and kind",
+                                      reason="NotAnObject", file=str(path), line=line)]
+            docs.append(Document(value, str(path), line, _field_lines(node)))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        return docs, [Problem(f"invalid YAML: {getattr(exc, 'problem', None) or exc}",
+                              reason="InvalidYAML", hint="fix the syntax at that line",
+                              file=str(path), line=mark.line + 1 if mark else None)]
+    finally:
+        loader.dispose()
+    return docs, []
+
+
+def _field_lines(node: yaml.Node, prefix: str = "") -> dict[str, int]:
+    out: dict[str, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            path = f"{prefix}.{key.value}" if prefix else str(key.value)
+            out[path] = key.start_mark.line + 1
+            out.update(_field_lines(value, path))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            path = f"{prefix}[{i}]"
+            out[path] = item.start_mark.line + 1
+            out.update(_field_lines(item, path))
+    return out
+
+
+def _is_ours(doc: Mapping[str, Any]) -> bool:
+    api = str(doc.get("apiVersion", ""))
+    return api.split("/")[0] == API_GROUP or (api == "v1" and doc.get("kind") == "Secret")
+
+
+def parse_documents(docs: Iterable[Document], default_namespace: str = "default"
+                    ) -> tuple[list[Resource], list[Problem]]:
+    """Check and parse documents; objects of other APIs (a Deployment, ...) are skipped."""
+    resources: list[Resource] = []
+    problems: list[Problem] = []
+    for d in docs:
+        if not _is_ours(d.doc):
+            continue
+        checked, found = schema.check(d.doc)
+        if found:
+            problems.extend(_locate(p, d) for p in found)
+            continue
+        try:
+            resources.append(parse_resource(checked, Location(d.file, d.line), default_namespace))
+        except ManifestError as exc:
+            problems.extend(_locate(p, d) for p in exc.problems)
+    problems.extend(_duplicates(resources))
+    return resources, problems
+
+
+def _locate(p: Problem, d: Document) -> Problem:
+    return replace(p, file=d.file, line=d.line_of(p.field))
+
+
+def _duplicates(resources: list[Resource]) -> Iterator[Problem]:
+    seen: dict[tuple[str, str], Resource] = {}
+    for r in resources:
+        ident = (r.meta.kind, r.meta.key)
+        first = seen.setdefault(ident, r)
+        if first is not r:
+            where = first.meta.location
+            yield r.meta.problem(
+                f"is defined twice (first at {where.file}:{where.line})",
+                reason="Duplicate", hint="give each object a unique name")
+
+
+def load_paths(paths: Iterable[str | Path], default_namespace: str = "default"
+               ) -> tuple[list[Resource], list[Problem]]:
+    """Every Hookgate object (and Secret) in the files and directories named."""
+    docs: list[Document] = []
+    problems: list[Problem] = []
+    for f in manifest_files(paths):
+        found, bad = read_documents(f)
+        docs.extend(found)
+        problems.extend(bad)
+    resources, bad = parse_documents(docs, default_namespace)
+    return resources, problems + bad
