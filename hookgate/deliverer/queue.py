@@ -30,6 +30,7 @@ __all__ = [
     "EventRecord",
     "Queue",
     "QueueUnavailable",
+    "delivery_id",
     "open_queue",
 ]
 
@@ -169,6 +170,16 @@ class Queue(Protocol):
     async def purge(self, before: float) -> int:
         """Drop finished events and attempt logs older than ``before``; returns events dropped."""
         ...
+
+
+def delivery_id(event_id: str, endpoint: str) -> str:
+    """The id of the delivery of ``event_id`` to ``endpoint``: ``"<event id>/<namespace>/<name>"``.
+
+    Both backends derive it the same way, so the id an operator reads in ``hookgate dlq list``
+    is the one the dispatcher logged, whatever queue the gateway runs on. It is an opaque key
+    for lookups: never split it, event ids may contain ``/``.
+    """
+    return f"{event_id}/{endpoint}"
 
 
 def open_queue(url: str, *, gateway: str, visibility_timeout: float = 60.0) -> Queue:
