@@ -32,7 +32,7 @@ class Problem:
     line: int | None = None
 
     @property
-    def object(self) -> str | None:
+    def subject(self) -> str | None:
         """``Kind namespace/name`` of the object the problem is about, when known."""
         if self.kind is None:
             return None
@@ -43,8 +43,8 @@ class Problem:
         parts: list[str] = []
         if self.file:
             parts.append(f"{self.file}:{self.line}" if self.line else self.file)
-        if self.object:
-            parts.append(self.object)
+        if self.subject:
+            parts.append(self.subject)
         if self.field:
             parts.append(self.field)
         text = ": ".join([*parts, self.message])

@@ -1,0 +1,112 @@
+"""One running gateway: queue, live routing config, HTTP API and dispatcher, wired together.
+
+``hookgate run`` (config from files) and ``hookgate deliverer`` (config from the cluster)
+both build a :class:`Gateway`; only where the config comes from differs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from hookgate.deliverer.client_sender import Sender
+from hookgate.deliverer.dispatcher import Dispatcher
+from hookgate.deliverer.live_config import LiveConfig
+from hookgate.deliverer.metrics import Metrics
+from hookgate.deliverer.queue import Queue, QueueUnavailable
+from hookgate.deliverer.web_admin import add_admin_routes
+from hookgate.deliverer.web_ingest import IngestSettings, add_ingest_routes
+
+__all__ = ["Gateway", "GatewaySettings"]
+
+log = logging.getLogger("hookgate.gateway")
+
+
+@dataclass
+class GatewaySettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    concurrency: int = 256
+    grace: float = 30.0  # seconds in-flight deliveries get to finish on SIGTERM
+    retention: float = 7 * 24 * 3600  # how long the attempt log keeps finished events
+    ingest: IngestSettings = field(default_factory=IngestSettings)
+
+
+class Gateway:
+    def __init__(self, queue: Queue, live: LiveConfig, settings: GatewaySettings, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.queue = queue
+        self.live = live
+        self.settings = settings
+        self.clock = clock
+        self.metrics = Metrics(live.current.config.gateway)
+        self.sender = Sender(max_connections=settings.concurrency)
+        self.dispatcher = Dispatcher(queue, self.sender, live, self.metrics,
+                                     concurrency=settings.concurrency, clock=clock)
+        self.ready = False
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.port = settings.port
+
+    def build_app(self) -> web.Application:
+        # Bodies are capped by the ingest handler itself, with a clear error; aiohttp's own
+        # limit only has to stay above it.
+        app = web.Application(client_max_size=self.settings.ingest.max_body_bytes + 1024)
+        namespace = self.live.current.config.gateway.split("/", 1)[0]
+        add_ingest_routes(app, queue=self.queue, live=self.live, metrics=self.metrics,
+                          settings=self.settings.ingest, ready=lambda: self.ready,
+                          clock=self.clock)
+        add_admin_routes(app, queue=self.queue, namespace=namespace,
+                         api_keys=self.settings.ingest.api_keys)
+        return app
+
+    def set_api_keys(self, keys: Collection[str]) -> None:
+        self.settings.ingest.api_keys = tuple(keys)
+
+    async def start(self) -> None:
+        await self.queue.open()
+        await self.sender.open()
+        self._runner = web.AppRunner(self.build_app(), access_log=None,
+                                     shutdown_timeout=self.settings.grace)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
+        await site.start()
+        server = getattr(site, "_server", None)
+        if server is not None and server.sockets:
+            self.port = server.sockets[0].getsockname()[1]
+        self._tasks = [asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
+                       asyncio.create_task(self._purge_loop(), name="purge")]
+        self.ready = True
+        log.info("gateway %s listening on http://%s:%d", self.live.current.config.gateway,
+                 self.settings.host, self.port)
+
+    async def stop(self) -> None:
+        """Graceful stop: refuse readiness, finish or hand back in-flight work, close."""
+        self.ready = False
+        await self.dispatcher.stop(self.settings.grace)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.sender.close()
+        await self.queue.close()
+        log.info("gateway stopped")
+
+    async def _purge_loop(self) -> None:
+        while True:
+            try:
+                dropped = await self.queue.purge(self.clock() - self.settings.retention)
+                if dropped:
+                    log.info("dropped %d events older than the retention", dropped)
+            except QueueUnavailable as exc:
+                log.warning("retention purge skipped: %s", exc)
+            await asyncio.sleep(3600)

@@ -1,0 +1,43 @@
+"""The routing config a running deliverer uses now, swapped whole when a new one arrives.
+
+Readers take ``live.current`` once per delivery and use that snapshot throughout, so a
+config change never tears a delivery in half and never needs a lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from hookgate.deliverer.signing import secret_key
+from hookgate.model.routing import Router, RoutingConfig
+
+__all__ = ["LiveConfig", "Snapshot"]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    config: RoutingConfig
+    router: Router
+    keys: Mapping[str, tuple[bytes, ...]]  # endpoint key -> HMAC keys of active secrets
+    version: int
+
+
+class LiveConfig:
+    def __init__(self, config: RoutingConfig, signing_keys: Mapping[str, tuple[str, ...]]) -> None:
+        self._listeners: list[Callable[[Snapshot], None]] = []
+        self.current = self._snapshot(config, signing_keys, 1)
+
+    @staticmethod
+    def _snapshot(config: RoutingConfig, signing_keys: Mapping[str, tuple[str, ...]],
+                  version: int) -> Snapshot:
+        keys = {ep: tuple(secret_key(s) for s in secrets) for ep, secrets in signing_keys.items()}
+        return Snapshot(config, Router(config), keys, version)
+
+    def update(self, config: RoutingConfig, signing_keys: Mapping[str, tuple[str, ...]]) -> None:
+        self.current = self._snapshot(config, signing_keys, self.current.version + 1)
+        for listener in self._listeners:
+            listener(self.current)
+
+    def subscribe(self, listener: Callable[[Snapshot], None]) -> None:
+        self._listeners.append(listener)
