@@ -25,19 +25,10 @@ SUFFIXES = (".yaml", ".yml", ".json")
 
 @dataclass(frozen=True)
 class Document:
-    """One YAML document with where it came from and the line of each field path."""
+    """One YAML document and where it came from, down to the line of each field."""
 
     doc: Mapping[str, Any]
-    file: str
-    line: int
-    lines: Mapping[str, int]
-
-    def line_of(self, field: str | None) -> int:
-        while field:
-            if field in self.lines:
-                return self.lines[field]
-            field = field.rpartition(".")[0] if "." in field else field.rpartition("[")[0]
-        return self.line
+    location: Location
 
 
 def manifest_files(paths: Iterable[str | Path]) -> list[Path]:
@@ -72,7 +63,7 @@ def read_documents(path: Path) -> tuple[list[Document], list[Problem]]:
             if not isinstance(value, Mapping):
                 return docs, [Problem("a manifest must be a mapping with apiVersion and kind",
                                       reason="NotAnObject", file=str(path), line=line)]
-            docs.append(Document(value, str(path), line, _field_lines(node)))
+            docs.append(Document(value, Location(str(path), line, _field_lines(node))))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         return docs, [Problem(f"invalid YAML: {getattr(exc, 'problem', None) or exc}",
@@ -116,7 +107,7 @@ def parse_documents(docs: Iterable[Document], default_namespace: str = "default"
             problems.extend(_locate(p, d) for p in found)
             continue
         try:
-            resources.append(parse_resource(checked, Location(d.file, d.line), default_namespace))
+            resources.append(parse_resource(checked, d.location, default_namespace))
         except ManifestError as exc:
             problems.extend(_locate(p, d) for p in exc.problems)
     problems.extend(_duplicates(resources))
@@ -124,7 +115,7 @@ def parse_documents(docs: Iterable[Document], default_namespace: str = "default"
 
 
 def _locate(p: Problem, d: Document) -> Problem:
-    return replace(p, file=d.file, line=d.line_of(p.field))
+    return replace(p, file=d.location.file, line=d.location.line_of(p.field))
 
 
 def _duplicates(resources: list[Resource]) -> Iterator[Problem]:

@@ -54,6 +54,15 @@ class Location:
 
     file: str | None = None
     line: int | None = None
+    # line of each field path ("spec.url", "spec.retry.schedule[1]") in the file
+    lines: Mapping[str, int] = field(default_factory=dict, compare=False)
+
+    def line_of(self, path: str | None) -> int | None:
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path.rpartition(".")[0] if "." in path else path.rpartition("[")[0]
+        return self.line
 
 
 @dataclass(frozen=True)
@@ -73,7 +82,7 @@ class Meta:
                 hint: str = "") -> Problem:
         return Problem(message=message, reason=reason, hint=hint, kind=self.kind,
                        namespace=self.namespace, name=self.name, field=field,
-                       file=self.location.file, line=self.location.line)
+                       file=self.location.file, line=self.location.line_of(field))
 
 
 @dataclass(frozen=True)
@@ -143,21 +152,23 @@ class _Reader:
         self.meta = meta
         self.problems: list[Problem] = []
 
-    def get(self, obj: Mapping[str, Any], path: str, kind: type | tuple[type, ...],
-            default: Any = None, *, required: bool = False) -> Any:
+    def get(self, obj: Mapping[str, Any] | None, path: str, kind: type | tuple[type, ...],
+            default: Any = None, *, required: bool = False, at: str = "spec") -> Any:
+        """``obj[path]`` checked to be of ``kind``; ``at`` is where ``obj`` sits, for messages."""
+        where = f"{at}.{path}" if at else path
         value: Any = obj
         for part in path.split("."):
             if not isinstance(value, Mapping) or part not in value:
                 if required:
                     self.problems.append(self.meta.problem(
-                        "required field is missing", field=path, reason="FieldMissing"))
+                        "required field is missing", field=where, reason="FieldMissing"))
                 return default
             value = value[part]
         if value is None:
             return default
         if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _tuple(kind)):
             self.problems.append(self.meta.problem(
-                f"must be {_kind_name(kind)}, got {type(value).__name__}", field=path))
+                f"must be {_kind_name(kind)}, got {type(value).__name__}", field=where))
             return default
         return value
 
@@ -168,7 +179,7 @@ class _Reader:
         try:
             return parse_duration(text)
         except ValueError as exc:
-            self.problems.append(self.meta.problem(str(exc), field=path))
+            self.problems.append(self.meta.problem(str(exc), field=f"spec.{path}"))
             return None
 
     def schedule(self, obj: Mapping[str, Any], path: str) -> tuple[float, ...] | None:
@@ -180,10 +191,10 @@ class _Reader:
             try:
                 out.append(parse_duration(text))
             except ValueError as exc:
-                self.problems.append(self.meta.problem(str(exc), field=f"{path}[{i}]"))
+                self.problems.append(self.meta.problem(str(exc), field=f"spec.{path}[{i}]"))
         if not out:
             self.problems.append(self.meta.problem(
-                "retry schedule is empty", field=path,
+                "retry schedule is empty", field=f"spec.{path}",
                 hint="give at least one delay, e.g. [0s] for a single attempt"))
         return tuple(out)
 
@@ -213,7 +224,7 @@ def parse_resource(doc: Mapping[str, Any], location: Location | None = None,
                                           reason="FieldMissing",
                                           hint="every object needs a name")])
     r = _Reader(meta)
-    spec = r.get(doc, "spec", Mapping, {}) if kind != "Secret" else {}
+    spec = r.get(doc, "spec", Mapping, {}, at="") if kind != "Secret" else {}
     resource: Resource
     if kind == "WebhookGateway":
         resource = Gateway(
@@ -231,14 +242,16 @@ def parse_resource(doc: Mapping[str, Any], location: Location | None = None,
             meta=meta,
             url=r.get(spec, "url", str, "", required=True),
             gateway=r.get(spec, "gatewayRef.name", str, "default"),
-            secret_ref=SecretKeyRef(name=r.get(ref, "name", str, "", required=True),
-                                    key=r.get(ref, "key", str, "secret"))
+            secret_ref=SecretKeyRef(
+                name=r.get(ref, "name", str, "", required=True, at="spec.secretRef"),
+                key=r.get(ref, "key", str, "secret", at="spec.secretRef"))
             if ref is not None else None,
             headers={str(k): str(v) for k, v in headers.items()},
             timeout=r.duration(spec, "timeout"),
             retry_schedule=r.schedule(spec, "retry.schedule"),
-            rate_limit=RateLimit(per_second=float(r.get(rate, "perSecond", (int, float), 1)),
-                                 burst=int(r.get(rate, "burst", int, 1)))
+            rate_limit=RateLimit(
+                per_second=float(r.get(rate, "perSecond", (int, float), 1, at="spec.rateLimit")),
+                burst=int(r.get(rate, "burst", int, 1, at="spec.rateLimit")))
             if rate is not None else None,
             max_in_flight=r.get(spec, "maxInFlight", int, DEFAULT_MAX_IN_FLIGHT),
             paused=r.get(spec, "paused", bool, False),
@@ -268,13 +281,13 @@ def parse_resource(doc: Mapping[str, Any], location: Location | None = None,
 
 def _secret_data(doc: Mapping[str, Any], r: _Reader) -> dict[str, str]:
     out: dict[str, str] = {}
-    for key, value in (r.get(doc, "data", Mapping, {}) or {}).items():
+    for key, value in (r.get(doc, "data", Mapping, {}, at="") or {}).items():
         try:
             out[str(key)] = base64.b64decode(str(value), validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
             r.problems.append(r.meta.problem(
                 "is not base64-encoded text", field=f"data.{key}",
                 hint="use stringData for plain text values"))
-    for key, value in (r.get(doc, "stringData", Mapping, {}) or {}).items():
+    for key, value in (r.get(doc, "stringData", Mapping, {}, at="") or {}).items():
         out[str(key)] = str(value)
     return out

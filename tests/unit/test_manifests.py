@@ -1,0 +1,109 @@
+"""From YAML files to a compiled config, and every way that can go wrong, with its message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hookgate.model.compiler import compile_config, endpoints_needing_secrets, select_gateway
+from hookgate.model.durations import format_duration, parse_duration
+from hookgate.model.manifests import load_paths
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+ENDPOINT = """\
+apiVersion: hookgate.io/v1alpha1
+kind: WebhookEndpoint
+metadata: {name: acme}
+spec:
+  url: http://127.0.0.1:9000/in
+  secretRef: {name: acme-signing}
+  headers: {X-Tenant: acme}
+  timeout: 10s
+  retry: {schedule: [0s, 5s, 1m30s]}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: acme-signing}
+stringData: {secret: SECRET_VALUE}
+---
+apiVersion: hookgate.io/v1alpha1
+kind: Subscription
+metadata: {name: orders}
+spec:
+  endpointRef: {name: acme}
+  eventTypes: ["order.*"]
+""".replace("SECRET_VALUE", SECRET)
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    (tmp_path / name).write_text(text)
+    return tmp_path
+
+
+def test_a_valid_directory_compiles_into_routes_and_keys(tmp_path: Path) -> None:
+    resources, problems = load_paths([write(tmp_path, "a.yaml", ENDPOINT)])
+    assert problems == []
+    compiled = compile_config(resources, select_gateway(resources, None))
+    assert compiled.problems == ()
+    ep = compiled.config.endpoints["default/acme"]
+    assert (ep.timeout, ep.retry_schedule, dict(ep.headers)) == (10, (0, 5, 90),
+                                                                 {"X-Tenant": "acme"})
+    assert compiled.signing_keys["default/acme"] == (SECRET,)
+    assert compiled.config.subscriptions[0].endpoint == "default/acme"
+
+
+def test_missing_endpoint_names_file_object_field_and_fix(tmp_path: Path) -> None:
+    text = ENDPOINT.replace("endpointRef: {name: acme}", "endpointRef: {name: acne}")
+    resources, _ = load_paths([write(tmp_path, "a.yaml", text)])
+    (problem,) = compile_config(resources, "default/default").problems
+    assert problem.reason == "EndpointNotFound"
+    assert problem.file == str(tmp_path / "a.yaml")
+    assert problem.line == 20
+    assert str(problem).endswith(
+        "Subscription default/orders: spec.endpointRef.name: endpoint 'acne' does not exist "
+        "in namespace 'default' (create the WebhookEndpoint or fix the name)")
+
+
+def test_missing_secret_and_non_whsec_secret_are_reported(tmp_path: Path) -> None:
+    resources, _ = load_paths([write(tmp_path, "a.yaml", ENDPOINT.replace(
+        "secretRef: {name: acme-signing}", "secretRef: {name: nope}"))])
+    (problem,) = compile_config(resources, "default/default").problems
+    assert (problem.reason, problem.field) == ("SecretMissing", "spec.secretRef")
+    resources, _ = load_paths([write(tmp_path, "a.yaml", ENDPOINT.replace(SECRET, "hunter2"))])
+    (problem,) = compile_config(resources, "default/default").problems
+    assert problem.reason == "SecretInvalid"
+
+
+def test_endpoint_without_secret_ref_asks_for_a_generated_one(tmp_path: Path) -> None:
+    text = ENDPOINT.replace("  secretRef: {name: acme-signing}\n", "")
+    resources, _ = load_paths([write(tmp_path, "a.yaml", text)])
+    assert endpoints_needing_secrets(resources, "default/default") == ["default/acme"]
+    compiled = compile_config(resources, "default/default", {"default/acme": SECRET})
+    assert compiled.signing_keys["default/acme"] == (SECRET,)
+
+
+def test_yaml_syntax_errors_carry_the_line(tmp_path: Path) -> None:
+    _, problems = load_paths([write(tmp_path, "bad.yaml", "kind: X\nspec: [unclosed\n")])
+    (problem,) = problems
+    assert problem.reason == "InvalidYAML" and problem.line is not None
+
+
+def test_duplicates_and_bad_durations_are_reported(tmp_path: Path) -> None:
+    write(tmp_path, "a.yaml", ENDPOINT)
+    _, problems = load_paths([write(tmp_path, "b.yaml", ENDPOINT)])
+    assert {p.reason for p in problems} == {"Duplicate"}
+    bad = ENDPOINT.replace("timeout: 10s", "timeout: ten")
+    _, problems = load_paths([write(tmp_path / "..", "c.yaml", bad) / "c.yaml"])
+    assert any(p.field == "spec.timeout" for p in problems)
+
+
+def test_other_kinds_are_ignored(tmp_path: Path) -> None:
+    text = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n"
+    assert load_paths([write(tmp_path, "d.yaml", text)]) == ([], [])
+
+
+def test_durations_round_trip() -> None:
+    for text, seconds in [("500ms", 0.5), ("15s", 15), ("5m", 300), ("1h30m", 5400),
+                          ("0s", 0)]:
+        assert parse_duration(text) == seconds
+        assert parse_duration(format_duration(seconds)) == seconds
