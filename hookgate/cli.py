@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     recv.add_argument("--host", default="127.0.0.1", help="address to listen on")
     recv.add_argument("--secret", action="append", default=[],
                       help="whsec_ secret to verify with (repeat during a rotation)")
+    recv.add_argument("--data-dir", help="also trust the secrets a local `hookgate run` "
+                                         "generated in this data directory")
 
     dlq = sub.add_parser("dlq", help="list and replay dead letters")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
@@ -250,12 +252,13 @@ def cmd_receive(args: argparse.Namespace) -> int:
     from hookgate.receiver import build_receiver_app
 
     try:
-        app = build_receiver_app(args.secret)
+        secrets_file = Path(args.data_dir) / "generated-secrets.json" if args.data_dir else None
+        app = build_receiver_app(args.secret, secrets_file=secrets_file)
     except ValueError as exc:
         print(f"error: --secret: {exc}", file=sys.stderr)
         return 2
     print(f"receiving on http://{args.host}:{args.port}/ "
-          f"({'verifying signatures' if args.secret else 'NOT verifying: no --secret'})",
+          f"({'verifying signatures' if args.secret or args.data_dir else 'NOT verifying'})",
           flush=True)
     web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
     return 0

@@ -10,6 +10,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TextIO
 
 from aiohttp import web
@@ -20,15 +21,28 @@ __all__ = ["build_receiver_app"]
 
 
 def build_receiver_app(secrets: list[str], out: TextIO = sys.stdout,
-                       clock: Callable[[], float] = time.time) -> web.Application:
-    keys = [secret_key(s) for s in secrets]
+                       clock: Callable[[], float] = time.time,
+                       secrets_file: Path | None = None) -> web.Application:
+    """``secrets_file``: the generated-secrets file of a local ``hookgate run``; its secrets
+    are trusted too, read on each request since the gateway may create it later."""
+    given = [secret_key(s) for s in secrets]
+
+    def keys() -> list[bytes]:
+        if secrets_file is None or not secrets_file.exists():
+            return given
+        try:
+            generated = json.loads(secrets_file.read_text())
+            return given + [secret_key(s) for s in generated.values()]
+        except (OSError, ValueError):
+            return given
 
     async def receive(request: web.Request) -> web.Response:
         body = await request.read()
+        trusted = keys()
         try:
-            msg_id = verify(keys, request.headers, body, clock()) if keys else \
+            msg_id = verify(trusted, request.headers, body, clock()) if trusted else \
                 request.headers.get("webhook-id", "?")
-            verdict = "verified" if keys else "NOT verified (no --secret given)"
+            verdict = "verified" if trusted else "NOT verified (no --secret given)"
             status = 204
         except InvalidSignature as exc:
             msg_id = request.headers.get("webhook-id", "?")

@@ -1,0 +1,51 @@
+# Hookgate developer targets. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The example receiver's secret: the same value as examples/secrets.yaml (an example, not a secret).
+EXAMPLE_SECRET ?= $(shell sed -n 's/^ *secret: *\(whsec_[A-Za-z0-9+/=]*\).*/\1/p' examples/secrets.yaml | head -1)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help venv system-deps run test test-quick test-integration test-e2e lint typecheck check clean
+
+help:
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
+
+$(BIN)/hookgate: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev,operator]'
+	@touch $@
+
+venv: $(BIN)/hookgate ## create .venv with Hookgate and its development tools
+
+system-deps: ## install the servers the tests run for real (redis-server, openssl)
+	@command -v redis-server >/dev/null && command -v openssl >/dev/null || \
+	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server openssl; }
+
+run: venv ## run the gateway on its embedded queue with examples/ and a local receiver on :9000
+	@set -m; trap 'kill %1 2>/dev/null' EXIT; \
+	$(BIN)/hookgate receive --port 9000 --secret '$(EXAMPLE_SECRET)' --data-dir .hookgate & \
+	$(BIN)/hookgate run --config examples --data-dir .hookgate
+
+test: venv system-deps ## everything: unit, integration (real Redis) and e2e (real kube-apiserver)
+	$(BIN)/pytest -q
+
+test-quick: venv ## unit tests only: the inner loop, a few seconds
+	$(BIN)/pytest -q tests/unit
+
+test-integration: venv system-deps ## integration tests against real Redis and real HTTP receivers
+	$(BIN)/pytest -q tests/integration
+
+test-e2e: venv system-deps ## tests against a real Kubernetes API server (built on first use)
+	$(BIN)/pytest -q tests/e2e
+
+lint: venv ## ruff and mypy (strict)
+	$(BIN)/ruff check hookgate tests
+	$(BIN)/mypy
+
+check: lint test ## what CI runs
+
+clean: ## remove the virtualenv, caches and local data
+	rm -rf $(VENV) .hookgate .mypy_cache .ruff_cache .pytest_cache
