@@ -123,9 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 # --- run --------------------------------------------------------------------------------
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from hookgate.deliverer.config_files import FileConfig, Loaded
+    from hookgate.deliverer.config_files import FileConfig
     from hookgate.deliverer.gateway import Gateway, GatewaySettings
-    from hookgate.deliverer.live_config import LiveConfig
     from hookgate.deliverer.queue import QueueUnavailable, open_queue
     from hookgate.logs import setup_logging
     from hookgate.model.problems import ManifestError
@@ -155,23 +154,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    live = LiveConfig(config, loaded.compiled.signing_keys)
     settings = GatewaySettings(host=host, port=int(port), concurrency=args.concurrency,
                                grace=args.grace)
-    settings.ingest.api_keys = loaded.api_keys
-    if loaded.max_body_bytes:
-        settings.ingest.max_body_bytes = loaded.max_body_bytes
-    gateway = Gateway(queue, live, settings)
-
-    def apply(new: Loaded) -> None:
-        live.update(new.compiled.config, new.compiled.signing_keys)
-        gateway.set_api_keys(new.api_keys)
-        gateway.metrics.config_reloads.labels(config.gateway, "ok").inc()
-        import logging
-
-        logging.getLogger("hookgate.config").info(
-            "config reloaded: %d endpoints, %d subscriptions", len(new.compiled.config.endpoints),
-            len(new.compiled.config.subscriptions))
+    gateway = Gateway.create(queue, loaded, settings)
 
     async def serve() -> int:
         stop = asyncio.Event()
@@ -188,7 +173,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                   "choose another --listen", file=sys.stderr)
             await queue.close()
             return 1
-        watcher = asyncio.create_task(files.watch(apply))
+        watcher = asyncio.create_task(files.watch(gateway.apply, gateway.reject))
         await stop.wait()
         watcher.cancel()
         await gateway.stop()

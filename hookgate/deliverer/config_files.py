@@ -13,12 +13,11 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
+from hookgate.deliverer.gateway import GatewayConfig
 from hookgate.deliverer.signing import generate_secret
 from hookgate.model.compiler import (
-    Compiled,
     compile_config,
     endpoints_needing_secrets,
     select_gateway,
@@ -27,16 +26,9 @@ from hookgate.model.manifests import load_paths, manifest_files
 from hookgate.model.problems import ManifestError, Problem
 from hookgate.model.resources import Gateway, Resource, Secret
 
-__all__ = ["FileConfig", "Loaded"]
+__all__ = ["FileConfig"]
 
 log = logging.getLogger("hookgate.config")
-
-
-@dataclass(frozen=True)
-class Loaded:
-    compiled: Compiled
-    api_keys: tuple[str, ...]
-    max_body_bytes: int | None
 
 
 class FileConfig:
@@ -54,7 +46,7 @@ class FileConfig:
     def secrets_file(self) -> Path:
         return self.data_dir / "generated-secrets.json"
 
-    def load(self) -> Loaded:
+    def load(self) -> GatewayConfig:
         """Read, check and compile the directory; raises ManifestError with every problem."""
         if not self.config_dir.is_dir():
             raise ManifestError([_problem(f"{self.config_dir} is not a directory",
@@ -67,7 +59,7 @@ class FileConfig:
         compiled = compile_config(resources, gateway, self._generated(resources, gateway))
         if compiled.problems:
             raise ManifestError(compiled.problems)
-        return Loaded(compiled, _api_keys(resources, gateway), _max_body(resources, gateway))
+        return GatewayConfig(compiled, _api_keys(resources, gateway), _max_body(resources, gateway))
 
     def _scan(self) -> tuple[tuple[str, int, int], ...]:
         out = []
@@ -97,8 +89,10 @@ class FileConfig:
             tmp.replace(self.secrets_file)
         return known
 
-    async def watch(self, apply: Callable[[Loaded], None]) -> None:
-        """Poll the directory; apply each valid change, report each invalid one."""
+    async def watch(self, apply: Callable[[GatewayConfig], None],
+                    reject: Callable[[Exception], None] | None = None) -> None:
+        """Poll the directory; apply each valid change, report each invalid one (logged, and
+        passed to ``reject``)."""
         while True:
             await asyncio.sleep(self.interval)
             stamp = self._scan()
@@ -110,9 +104,13 @@ class FileConfig:
                 self._stamp = stamp
                 log.error("config change in %s not applied; the previous config stays "
                           "in use:\n%s", self.config_dir, exc)
+                if reject:
+                    reject(exc)
                 continue
             except (OSError, ValueError) as exc:
                 log.error("config change in %s not applied: %s", self.config_dir, exc)
+                if reject:
+                    reject(exc)
                 continue
             apply(loaded)
 

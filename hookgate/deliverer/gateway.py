@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -22,10 +22,20 @@ from hookgate.deliverer.metrics import Metrics
 from hookgate.deliverer.queue import Queue, QueueUnavailable
 from hookgate.deliverer.web_admin import add_admin_routes
 from hookgate.deliverer.web_ingest import IngestSettings, add_ingest_routes
+from hookgate.model.compiler import Compiled
 
-__all__ = ["Gateway", "GatewaySettings"]
+__all__ = ["Gateway", "GatewayConfig", "GatewaySettings"]
 
 log = logging.getLogger("hookgate.gateway")
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Everything a config source (files, or the cluster) hands a running gateway."""
+
+    compiled: Compiled
+    api_keys: tuple[str, ...] = ()
+    max_body_bytes: int | None = None
 
 
 @dataclass
@@ -55,9 +65,9 @@ class Gateway:
         self.port = settings.port
 
     def build_app(self) -> web.Application:
-        # Bodies are capped by the ingest handler itself, with a clear error; aiohttp's own
-        # limit only has to stay above it.
-        app = web.Application(client_max_size=self.settings.ingest.max_body_bytes + 1024)
+        # Ingest bodies are capped by the handler itself (the limit can change with the
+        # config), with a clear error; aiohttp's limit only guards the admin routes.
+        app = web.Application(client_max_size=1024 * 1024)
         namespace = self.live.current.config.gateway.split("/", 1)[0]
         add_ingest_routes(app, queue=self.queue, live=self.live, metrics=self.metrics,
                           settings=self.settings.ingest, ready=lambda: self.ready,
@@ -66,8 +76,29 @@ class Gateway:
                          api_keys=self.settings.ingest.api_keys)
         return app
 
-    def set_api_keys(self, keys: Collection[str]) -> None:
-        self.settings.ingest.api_keys = tuple(keys)
+    @classmethod
+    def create(cls, queue: Queue, config: GatewayConfig, settings: GatewaySettings,
+               **kwargs: Callable[[], float]) -> Gateway:
+        gateway = cls(queue, LiveConfig(config.compiled.config, config.compiled.signing_keys),
+                      settings, **kwargs)
+        gateway.apply(config, initial=True)
+        return gateway
+
+    def apply(self, config: GatewayConfig, *, initial: bool = False) -> None:
+        """Switch to a new config; deliveries under way finish on the one they started with."""
+        if not initial:
+            self.live.update(config.compiled.config, config.compiled.signing_keys)
+            self.metrics.config_reloads.labels(self.metrics.gateway, "ok").inc()
+            log.info("config applied: %d endpoints, %d subscriptions",
+                     len(config.compiled.config.endpoints),
+                     len(config.compiled.config.subscriptions))
+        self.settings.ingest.api_keys = config.api_keys
+        if config.max_body_bytes:
+            self.settings.ingest.max_body_bytes = config.max_body_bytes
+
+    def reject(self, error: Exception) -> None:
+        """A config change that could not be applied: counted; the source logged why."""
+        self.metrics.config_reloads.labels(self.metrics.gateway, "error").inc()
 
     async def start(self) -> None:
         await self.queue.open()
