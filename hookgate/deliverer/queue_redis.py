@@ -1,0 +1,746 @@
+"""The cluster queue: Redis Streams, shared by every deliverer pod of one gateway.
+
+Shape (key names in :mod:`hookgate.deliverer.redis_keys`):
+
+* One stream of deliveries per gateway and one consumer group; every process joins it under
+  a name of its own (``host-pid-random``), so Redis knows which process holds which lease.
+  A delivery's lease is its entry in the group's pending list; its token is the entry id.
+* Retries and postponements wait in a sorted set scored by due time. ``fetch`` moves due ones
+  to the stream (one Lua script), reclaims entries idle longer than the visibility timeout
+  (``XAUTOCLAIM``: their consumer died or hung), then reads new entries (``XREADGROUP``).
+* Every state change is one Lua script, so a crash between steps cannot lose or duplicate a
+  delivery: e.g. a retry acknowledges, deletes and schedules in one atomic step. Changes
+  requested through a lease this process no longer holds (it expired and another consumer
+  took the delivery) only log the attempt; the holder decides the delivery's fate.
+* Event bodies are stored once, in a hash per event, whose TTL (``retention``) is extended
+  while deliveries are pending. The attempt log is a list per event with the same retention.
+  Dead letters copy what replay needs, so they stay replayable after their event expired.
+
+Blocking reads use a dedicated connection, so a fetch waiting for work never holds up
+enqueues or completions, and never block longer than the next due retry, the next reclaim
+scan or ``poll_interval``.
+
+Redis should run with ``maxmemory-policy noeviction`` and AOF (``appendfsync everysec`` or
+``always``): an evicted key is a lost event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import socket
+import time
+import urllib.parse
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import (
+    AuthenticationError,
+    NoPermissionError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from hookgate.deliverer.queue import (
+    Attempt,
+    DeadLetter,
+    Delivery,
+    Depth,
+    Event,
+    EventRecord,
+    QueueUnavailable,
+    delivery_id,
+)
+from hookgate.deliverer.redis_keys import CONSUMER_GROUP, Keys
+
+__all__ = ["RedisQueue", "consumer_name", "describe_redis_error", "mask_url"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_WEEK = 7 * 86400.0
+#: Attempts kept per event; replays of a flapping endpoint must not grow a list forever.
+_MAX_ATTEMPTS_LOGGED = 1000
+#: Due retries moved to the stream per fetch; bounds the time one script holds Redis.
+_PROMOTE_BATCH = 500
+#: Dead letters replayed per script.
+_REPLAY_BATCH = 200
+#: Consumers with no pending entries and silent this long are removed from the group.
+_STALE_CONSUMER_MS = 24 * 3600 * 1000
+
+# -- pure helpers ---------------------------------------------------------------------------
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, fit for logs and error messages."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "<unparseable Redis URL>"
+    netloc = parts.netloc
+    if parts.password is not None:
+        user = parts.username or ""
+        host = netloc.rpartition("@")[2]
+        netloc = f"{user}:***@{host}"
+    query = urllib.parse.urlencode(
+        [(k, "***" if k.lower() == "password" else v)
+         for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)], safe="*")
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def consumer_name() -> str:
+    """A consumer name unique to this process: ``host-pid-random``.
+
+    The random part keeps names unique when a container restarts with the same pid.
+    """
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def _root_reason(error: BaseException) -> str:
+    """The most telling reason in an exception chain ("Connection refused")."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno:
+            return os.strerror(seen.errno)
+        seen = seen.__cause__ or seen.__context__
+    return str(error) or type(error).__name__
+
+
+def describe_redis_error(url: str, what: str, error: BaseException, timeout: float) -> str:
+    """What failed and what to do, for a Redis error met while doing ``what``."""
+    where = f"Redis at {mask_url(url)}"
+    if isinstance(error, RedisTimeoutError | TimeoutError):
+        return (f"{where} did not answer {what} within {timeout:g}s; check that it is "
+                "running, not overloaded, and that --queue points at it")
+    if isinstance(error, ReadOnlyError):
+        return (f"{where} is a read-only replica ({what} failed); point --queue at the "
+                "primary")
+    if isinstance(error, AuthenticationError | NoPermissionError):
+        return (f"{where} refused {what} ({error}); check the user and password in --queue "
+                "and the ACL of that user")
+    if isinstance(error, RedisConnectionError | OSError):
+        return (f"{where} is unreachable ({_root_reason(error)}); check that it is running "
+                "and that --queue points at it")
+    if isinstance(error, ResponseError) and str(error).startswith("OOM"):
+        return (f"{where} is out of memory ({what} failed); raise its maxmemory "
+                "(hookgate needs maxmemory-policy noeviction)")
+    return f"{where} failed {what} ({error}); check the Redis server log"
+
+
+def _text(value: bytes | str | None) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _attempt_json(attempt: Attempt) -> str:
+    return json.dumps([attempt.endpoint, attempt.attempt, attempt.at, attempt.duration,
+                       attempt.status, attempt.error, attempt.outcome])
+
+
+def _attempt_from_json(raw: bytes) -> Attempt:
+    endpoint, number, at, duration, status, error, outcome = json.loads(raw)
+    return Attempt(endpoint=endpoint, attempt=number, at=at, duration=duration, status=status,
+                   error=error, outcome=outcome)
+
+
+def _delayed_member(delivery: Delivery, attempt: int) -> str:
+    return json.dumps([delivery.event.id, delivery.endpoint, attempt], ensure_ascii=False)
+
+
+def _event_fields(event: Event) -> list[str | bytes]:
+    """The event hash as field/value pairs (absent optionals are left out)."""
+    fields: list[str | bytes] = ["t", event.type, "b", event.body, "at", repr(event.accepted_at)]
+    if event.source is not None:
+        fields += ["s", event.source]
+    if event.idempotency_key is not None:
+        fields += ["k", event.idempotency_key]
+    return fields
+
+
+def _event_from_fields(event_id: str, values: Sequence[bytes | None]) -> Event | None:
+    """An event from HMGET t b at s k; None when the hash is gone."""
+    kind, body, at, source, key = values[:5]
+    if kind is None or body is None or at is None:
+        return None
+    return Event(id=event_id, type=kind.decode(), body=body, accepted_at=float(at),
+                 source=_text(source), idempotency_key=_text(key))
+
+
+# -- Lua ------------------------------------------------------------------------------------
+
+_PRELUDE = f"""
+local function log_attempt(key, entry, retention)
+  if entry ~= '' then
+    redis.call('RPUSH', key, entry)
+    redis.call('LTRIM', key, -{_MAX_ATTEMPTS_LOGGED}, -1)
+    redis.call('EXPIRE', key, retention)
+  end
+end
+local function owned(stream, group, id, consumer)
+  return #redis.call('XPENDING', stream, group, id, id, 1, consumer) > 0
+end
+local function take(stream, group, id)
+  redis.call('XACK', stream, group, id)
+  redis.call('XDEL', stream, id)
+end
+"""
+
+# KEYS stream, event[, idempotency]; ARGV event id, now, idem value, idem ttl ms, retention,
+# number of event field items, event fields..., endpoints...
+_ENQUEUE = """
+local id = ARGV[1]
+if KEYS[3] then
+  local held = redis.call('GET', KEYS[3])
+  if held then
+    local gap = string.find(held, ' ', 1, true)
+    if tonumber(string.sub(held, 1, gap - 1)) > tonumber(ARGV[2]) then
+      return {0, string.sub(held, gap + 1)}
+    end
+  end
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {0, id} end
+if KEYS[3] then redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4]) end
+local n = tonumber(ARGV[6])
+redis.call('HSET', KEYS[2], unpack(ARGV, 7, 6 + n))
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+for i = 7 + n, #ARGV do
+  redis.call('XADD', KEYS[1], '*', 'e', id, 'p', ARGV[i], 'a', '1')
+end
+return {1, id}
+"""
+
+# KEYS delayed, stream; ARGV now, max. Returns {moved, next due score or nil}.
+_PROMOTE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, m in ipairs(due) do
+  local d = cjson.decode(m)
+  redis.call('XADD', KEYS[2], '*', 'e', d[1], 'p', d[2], 'a', tostring(d[3]))
+  redis.call('ZREM', KEYS[1], m)
+end
+local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {#due, nxt[2] or false}
+"""
+
+# KEYS stream, attempts; ARGV group, consumer, entry id, attempt json, retention
+_COMPLETE = _PRELUDE + """
+log_attempt(KEYS[2], ARGV[4], ARGV[5])
+if not owned(KEYS[1], ARGV[1], ARGV[3], ARGV[2]) then return 0 end
+take(KEYS[1], ARGV[1], ARGV[3])
+return 1
+"""
+
+# KEYS stream, delayed, event, attempts; ARGV group, consumer, entry id, attempt json or '',
+# retention, due, delayed member, event ttl
+_DELAY = _PRELUDE + """
+log_attempt(KEYS[4], ARGV[4], ARGV[5])
+if not owned(KEYS[1], ARGV[1], ARGV[3], ARGV[2]) then return 0 end
+take(KEYS[1], ARGV[1], ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[6], ARGV[7])
+redis.call('EXPIRE', KEYS[3], ARGV[8], 'GT')
+return 1
+"""
+
+# KEYS stream, attempts, event, dead letter, dead index, dead-by-endpoint index;
+# ARGV group, consumer, entry id, attempt json or '', retention, dead_at, delivery id,
+# dead letter field pairs...
+_BURY = _PRELUDE + """
+log_attempt(KEYS[2], ARGV[4], ARGV[5])
+if not owned(KEYS[1], ARGV[1], ARGV[3], ARGV[2]) then return 0 end
+take(KEYS[1], ARGV[1], ARGV[3])
+redis.call('DEL', KEYS[4])
+redis.call('HSET', KEYS[4], unpack(ARGV, 8))
+local endpoints = redis.call('HGET', KEYS[3], 'n')
+if endpoints then redis.call('HSET', KEYS[4], 'n', endpoints) end
+redis.call('ZADD', KEYS[5], ARGV[6], ARGV[7])
+redis.call('ZADD', KEYS[6], ARGV[6], ARGV[7])
+return 1
+"""
+
+# KEYS stream; ARGV group, consumer, then (entry id, event id, endpoint, attempt) per delivery
+_RELEASE = _PRELUDE + """
+local count = 0
+for i = 3, #ARGV, 4 do
+  if owned(KEYS[1], ARGV[1], ARGV[i], ARGV[2]) then
+    take(KEYS[1], ARGV[1], ARGV[i])
+    redis.call('XADD', KEYS[1], '*', 'e', ARGV[i + 1], 'p', ARGV[i + 2], 'a', ARGV[i + 3])
+    count = count + 1
+  end
+end
+return count
+"""
+
+# KEYS stream, dead index, then (dead letter, dead-by-endpoint, event) per delivery;
+# ARGV retention, then the delivery ids
+_REPLAY = """
+local names = {'t', 'b', 'at', 's', 'k', 'n'}
+local count = 0
+for i = 2, #ARGV do
+  local j = 3 + (i - 2) * 3
+  local letter, by_endpoint, event = KEYS[j], KEYS[j + 1], KEYS[j + 2]
+  local f = redis.call('HMGET', letter, 'e', 'p', 't', 'b', 'at', 's', 'k', 'n')
+  if f[1] then
+    if redis.call('EXISTS', event) == 0 then
+      local restored = {}
+      for x = 1, 6 do
+        if f[x + 2] then
+          table.insert(restored, names[x])
+          table.insert(restored, f[x + 2])
+        end
+      end
+      redis.call('HSET', event, unpack(restored))
+      redis.call('EXPIRE', event, ARGV[1])
+    else
+      redis.call('EXPIRE', event, ARGV[1], 'GT')
+    end
+    redis.call('XADD', KEYS[1], '*', 'e', f[1], 'p', f[2], 'a', '1')
+    redis.call('DEL', letter)
+    redis.call('ZREM', by_endpoint, ARGV[i])
+    count = count + 1
+  end
+  redis.call('ZREM', KEYS[2], ARGV[i])
+end
+return count
+"""
+
+
+class RedisQueue:
+    """The :class:`~hookgate.deliverer.queue.Queue` on Redis Streams.
+
+    ``visibility_timeout`` is how long an entry may stay leased by a silent consumer before
+    another one reclaims it; it must exceed every endpoint timeout. It is measured by the
+    Redis server. ``retention`` is how long events and attempt logs are kept once nothing is
+    pending. ``clock`` gives unix time for due times and idempotency windows, so every
+    deliverer of a gateway must have a synchronised clock (NTP); tests inject their own.
+    """
+
+    def __init__(self, url: str, *, gateway: str, visibility_timeout: float = 60.0,
+                 retention: float = _WEEK, clock: Callable[[], float] = time.time,
+                 timeout: float = 5.0, poll_interval: float = 0.5,
+                 consumer: str | None = None) -> None:
+        self.url = url
+        self.keys = Keys(gateway)
+        self.visibility_timeout = visibility_timeout
+        self.retention = retention
+        self.timeout = timeout
+        self.poll_interval = poll_interval
+        self.consumer = consumer or consumer_name()
+        self._clock = clock
+        self._reclaim_every = max(0.05, min(1.0, visibility_timeout / 4))
+        self._next_reclaim = 0.0
+        self._reclaim_cursor = "0-0"
+        self._client: aioredis.Redis | None = None
+        self._reader: aioredis.Redis | None = None
+        self._read_lock = asyncio.Lock()
+        self._scripts: dict[str, AsyncScript] = {}
+        self._closed = True
+
+    def __repr__(self) -> str:
+        return f"RedisQueue({mask_url(self.url)!r}, gateway={self.keys.gateway!r})"
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _connect(self, socket_timeout: float) -> aioredis.Redis:
+        # No client-side retries: a script that may have run must not run twice; callers
+        # see QueueUnavailable and try again at their own pace.
+        try:
+            return aioredis.Redis.from_url(
+                self.url, socket_timeout=socket_timeout, socket_connect_timeout=self.timeout,
+                retry=Retry(NoBackoff(), 0), decode_responses=False)
+        except ValueError as e:
+            raise QueueUnavailable(
+                f"Redis URL {mask_url(self.url)} is invalid ({e}); use "
+                "redis://[:PASSWORD@]HOST:PORT/DB or rediss://...") from None
+
+    @property
+    def _redis(self) -> aioredis.Redis:
+        if self._client is None or self._closed:
+            raise QueueUnavailable(f"the queue on {mask_url(self.url)} is closed; open it first")
+        return self._client
+
+    async def _call(self, what: str, action: Callable[[], Awaitable[T]]) -> T:
+        """Run ``action``; recreate a vanished consumer group once; translate failures."""
+        try:
+            try:
+                return await action()
+            except ResponseError as e:
+                if not str(e).startswith("NOGROUP"):
+                    raise
+                log.warning("consumer group of %s vanished (Redis lost its data?); recreating",
+                            self.keys.stream)
+                await self._create_group()
+                return await action()
+        except (RedisError, OSError) as e:
+            raise QueueUnavailable(describe_redis_error(self.url, what, e, self.timeout)) from e
+
+    async def _script(self, source: str, keys: Sequence[str], args: Iterable[Any]) -> Any:
+        """Run a Lua script by its SHA (loaded on first use, and again after a Redis restart)."""
+        script = self._scripts.get(source)
+        if script is None:
+            script = self._scripts[source] = self._redis.register_script(source)
+        return await script(keys=keys, args=list(args))
+
+    async def _create_group(self) -> None:
+        try:
+            await self._redis.xgroup_create(self.keys.stream, CONSUMER_GROUP, id="0",
+                                            mkstream=True)
+        except ResponseError as e:
+            if not str(e).startswith("BUSYGROUP"):
+                raise
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect, check Redis answers, join the consumer group, prune long-gone consumers."""
+        if not self._closed:
+            return
+        self._client = self._connect(self.timeout)
+        self._scripts.clear()
+        self._reader = self._connect(self.timeout + max(self.poll_interval,
+                                                        self._reclaim_every))
+        self._closed = False
+        try:
+            await self._call("PING", self._redis.ping)
+            await self._call("creating the consumer group", self._create_group)
+            await self._call("listing consumers", self._prune_consumers)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _prune_consumers(self) -> None:
+        consumers = await self._redis.xinfo_consumers(self.keys.stream, CONSUMER_GROUP)
+        for info in consumers:
+            if int(info["pending"]) == 0 and int(info["idle"]) > _STALE_CONSUMER_MS:
+                await self._redis.xgroup_delconsumer(self.keys.stream, CONSUMER_GROUP,
+                                                     info["name"])
+
+    async def close(self) -> None:
+        """Leave the group if nothing is leased to us, and disconnect.
+
+        Leases still held stay in the group's pending list and are reclaimed by another
+        deliverer after the visibility timeout; release them first to hand them back now.
+        """
+        if self._closed:
+            return
+        async with self._read_lock:  # lets a blocked read end (within poll_interval)
+            try:
+                pending = await self._redis.xpending_range(
+                    self.keys.stream, CONSUMER_GROUP, min="-", max="+", count=1,
+                    consumername=self.consumer)
+                if not pending:
+                    await self._redis.xgroup_delconsumer(self.keys.stream, CONSUMER_GROUP,
+                                                         self.consumer)
+            except RedisError as e:
+                log.info("could not leave the consumer group: %s",
+                         describe_redis_error(self.url, "XGROUP DELCONSUMER", e, self.timeout))
+            finally:
+                self._closed = True
+                for client in (self._client, self._reader):
+                    if client is not None:
+                        await client.aclose()
+                self._client = self._reader = None
+
+    # -- the Queue interface --------------------------------------------------------------
+
+    async def enqueue(self, event: Event, endpoints: Sequence[str], *,
+                      idempotency_ttl: float = 86400.0) -> tuple[str, bool]:
+        """Store the event and XADD one entry per endpoint, in one script.
+
+        An event id already stored counts as a duplicate too: nothing is stored and
+        ``(event.id, False)`` is returned.
+        """
+        targets = list(dict.fromkeys(endpoints))
+        now = self._clock()
+        keys = [self.keys.stream, self.keys.event(event.id)]
+        if event.idempotency_key is not None:
+            keys.append(self.keys.idempotency(event.idempotency_key))
+        fields = [*_event_fields(event), "n", json.dumps(targets)]
+        args: list[Any] = [event.id, repr(now), f"{now + idempotency_ttl!r} {event.id}",
+                           max(1, int(idempotency_ttl * 1000)), self._ttl(0.0), len(fields),
+                           *fields, *targets]
+        stored, original = await self._call(
+            "enqueuing an event", lambda: self._script(_ENQUEUE, keys, args))
+        return original.decode(), bool(stored)
+
+    async def fetch(self, limit: int, wait: float) -> list[Delivery]:
+        """Promote due retries, reclaim expired leases, then read new entries (oldest first)."""
+        if limit <= 0:
+            return []
+        deadline = time.monotonic() + max(0.0, wait)
+        while not self._closed:
+            next_due = await self._promote()
+            entries: list[tuple[bytes, dict[bytes, bytes]]] = []
+            if time.monotonic() >= self._next_reclaim:
+                entries += await self._reclaim(limit)
+            if len(entries) < limit:
+                block = 0.0
+                if not entries:
+                    block = min(deadline - time.monotonic(), self.poll_interval,
+                                self._next_reclaim - time.monotonic())
+                    if next_due is not None:
+                        block = min(block, next_due - self._clock())
+                entries += await self._read(limit - len(entries), block)
+            if entries:
+                deliveries = await self._deliveries(entries)
+                if deliveries:
+                    return deliveries
+            if time.monotonic() >= deadline:
+                break
+        return []
+
+    async def _promote(self) -> float | None:
+        """Move due delayed deliveries to the stream; the next due time, if any."""
+        keys = [self.keys.delayed, self.keys.stream]
+        args = [repr(self._clock()), _PROMOTE_BATCH]
+        _, next_due = await self._call(
+            "moving due retries to the stream", lambda: self._script(_PROMOTE, keys, args))
+        return float(next_due) if next_due is not None else None
+
+    async def _reclaim(self, limit: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """Take over entries whose consumer has been silent for the visibility timeout."""
+        result = await self._call("reclaiming expired leases", lambda: self._redis.xautoclaim(
+            self.keys.stream, CONSUMER_GROUP, self.consumer,
+            min_idle_time=int(self.visibility_timeout * 1000), start_id=self._reclaim_cursor,
+            count=limit))
+        cursor, claimed = result[0], result[1]
+        self._reclaim_cursor = _text(cursor) or "0-0"
+        if self._reclaim_cursor == "0-0":  # scanned the whole pending list: rest a while
+            self._next_reclaim = time.monotonic() + self._reclaim_every
+        if claimed:
+            log.info("reclaimed %d deliveries whose lease expired", len(claimed))
+        return [(entry_id, fields) for entry_id, fields in claimed if fields]
+
+    async def _read(self, count: int, block: float
+                    ) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        streams: dict[Any, Any] = {self.keys.stream: ">"}
+        response: Any
+        if block < 0.001:
+            response = await self._call("reading the stream", lambda: self._redis.xreadgroup(
+                CONSUMER_GROUP, self.consumer, streams, count=count))
+        else:
+            async with self._read_lock:
+                reader = self._reader
+                if self._closed or reader is None:
+                    return []
+                response = await self._call("reading the stream", lambda: reader.xreadgroup(
+                    CONSUMER_GROUP, self.consumer, streams, count=count,
+                    block=max(1, int(block * 1000))))
+        if not response:
+            return []
+        if isinstance(response, dict):  # RESP3
+            return [(entry_id, fields) for entries in response.values()
+                    for batch in entries for entry_id, fields in batch]
+        return [(entry_id, fields) for _, entries in response for entry_id, fields in entries]
+
+    async def _deliveries(self, entries: Sequence[tuple[bytes, dict[bytes, bytes]]]
+                          ) -> list[Delivery]:
+        """Attach the event to each entry; entries whose event expired are dropped, loudly."""
+        event_ids = list(dict.fromkeys(fields[b"e"].decode() for _, fields in entries))
+
+        async def load() -> list[Any]:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for event_id in event_ids:
+                    pipe.hmget(self.keys.event(event_id), ["t", "b", "at", "s", "k"])
+                return await pipe.execute()
+
+        loaded = await self._call("loading events", load)
+        events = {i: _event_from_fields(i, values) for i, values in zip(event_ids, loaded,
+                                                                        strict=True)}
+        deliveries: list[Delivery] = []
+        lost: list[bytes] = []
+        for entry_id, fields in entries:
+            event_id, endpoint = fields[b"e"].decode(), fields[b"p"].decode()
+            event = events[event_id]
+            if event is None:
+                log.error("event %s expired before its delivery to %s; dropping the delivery "
+                          "(raise the queue retention)", event_id, endpoint)
+                lost.append(entry_id)
+                continue
+            deliveries.append(Delivery(id=delivery_id(event_id, endpoint), event=event,
+                                       endpoint=endpoint, attempt=int(fields[b"a"]),
+                                       token=entry_id.decode()))
+        if lost:
+            async def drop() -> None:
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    pipe.xack(self.keys.stream, CONSUMER_GROUP, *lost)
+                    pipe.xdel(self.keys.stream, *lost)
+                    await pipe.execute()
+
+            await self._call("dropping orphaned deliveries", drop)
+        return deliveries
+
+    def _ttl(self, delay: float) -> int:
+        """Seconds an event must live when its next delivery is ``delay`` seconds away."""
+        return max(1, int(delay + self.retention + 1))
+
+    def _lease_args(self, delivery: Delivery) -> list[Any]:
+        return [CONSUMER_GROUP, self.consumer, delivery.token]
+
+    async def complete(self, delivery: Delivery, attempt: Attempt) -> None:
+        keys = [self.keys.stream, self.keys.attempts(delivery.event.id)]
+        args = [*self._lease_args(delivery), _attempt_json(attempt), self._ttl(0.0)]
+        await self._call("completing a delivery", lambda: self._script(_COMPLETE, keys, args))
+
+    async def _delay(self, what: str, delivery: Delivery, attempt: Attempt | None, due: float,
+                     number: int) -> None:
+        keys = [self.keys.stream, self.keys.delayed, self.keys.event(delivery.event.id),
+                self.keys.attempts(delivery.event.id)]
+        args = [*self._lease_args(delivery),
+                _attempt_json(attempt) if attempt is not None else "", self._ttl(0.0),
+                repr(due), _delayed_member(delivery, number),
+                self._ttl(max(0.0, due - self._clock()))]
+        await self._call(what, lambda: self._script(_DELAY, keys, args))
+
+    async def retry(self, delivery: Delivery, attempt: Attempt, due: float) -> None:
+        await self._delay("scheduling a retry", delivery, attempt, due, delivery.attempt + 1)
+
+    async def postpone(self, delivery: Delivery, due: float) -> None:
+        await self._delay("postponing a delivery", delivery, None, due, delivery.attempt)
+
+    async def bury(self, delivery: Delivery, attempt: Attempt | None, reason: str) -> None:
+        event = delivery.event
+        keys = [self.keys.stream, self.keys.attempts(event.id), self.keys.event(event.id),
+                self.keys.dead(delivery.id), self.keys.dead_index,
+                self.keys.dead_by_endpoint(delivery.endpoint)]
+        now = self._clock()
+        made = delivery.attempt if attempt is not None else delivery.attempt - 1
+        letter: list[Any] = [*_event_fields(event), "e", event.id, "p", delivery.endpoint,
+                             "a", made, "r", reason, "d", repr(now)]
+        if attempt is not None and attempt.error is not None:
+            letter += ["x", attempt.error]
+        args = [*self._lease_args(delivery),
+                _attempt_json(attempt) if attempt is not None else "", self._ttl(0.0),
+                repr(now), delivery.id, *letter]
+        await self._call("burying a delivery", lambda: self._script(_BURY, keys, args))
+
+    async def release(self, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            return
+        args: list[Any] = [CONSUMER_GROUP, self.consumer]
+        for d in deliveries:
+            args += [d.token, d.event.id, d.endpoint, d.attempt]
+        await self._call("releasing deliveries",
+                         lambda: self._script(_RELEASE, [self.keys.stream], args))
+
+    async def depth(self) -> Depth:
+        """ready = the group's lag, leased = its pending count, delayed and dead = set sizes."""
+
+        async def read() -> list[Any]:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.xinfo_groups(self.keys.stream)
+                pipe.xlen(self.keys.stream)
+                pipe.zcard(self.keys.delayed)
+                pipe.zcard(self.keys.dead_index)
+                return await pipe.execute()
+
+        groups, length, delayed, dead = await self._call("reading the queue depth", read)
+        group = next((g for g in groups if _text(g["name"]) == CONSUMER_GROUP), None)
+        leased = int(group["pending"]) if group is not None else 0
+        lag = group.get("lag") if group is not None else None
+        # Entries are deleted once acknowledged, so the stream holds exactly the ready and
+        # leased deliveries: a fallback for when Redis cannot tell the lag.
+        ready = int(lag) if lag is not None else max(0, int(length) - leased)
+        return Depth(ready=ready, delayed=int(delayed), dead=int(dead), leased=leased)
+
+    async def event(self, event_id: str) -> EventRecord | None:
+        async def read() -> list[Any]:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.hmget(self.keys.event(event_id), ["t", "b", "at", "s", "k", "n"])
+                pipe.lrange(self.keys.attempts(event_id), 0, -1)
+                return await pipe.execute()
+
+        values, attempts = await self._call("reading an event", read)
+        event = _event_from_fields(event_id, values)
+        if event is None:
+            return None
+        endpoints = tuple(json.loads(values[5])) if values[5] is not None else ()
+        return EventRecord(event=event, endpoints=endpoints,
+                           attempts=tuple(_attempt_from_json(a) for a in attempts))
+
+    async def dead_letters(self, endpoint: str | None = None, limit: int = 100
+                           ) -> list[DeadLetter]:
+        """Dead letters, oldest first."""
+        if limit <= 0:
+            return []
+        index = self.keys.dead_index if endpoint is None else self.keys.dead_by_endpoint(endpoint)
+
+        async def read() -> list[Any]:
+            ids: Any = await self._redis.zrange(index, 0, limit - 1)
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for raw in ids:
+                    pipe.hmget(self.keys.dead(raw.decode()), ["e", "t", "p", "a", "r", "x", "d"])
+                rows = await pipe.execute()
+            return list(zip(ids, rows, strict=True))
+
+        letters = []
+        for raw, row in await self._call("listing dead letters", read):
+            event_id, kind, target, attempts, reason, error, dead_at = row
+            if event_id is None:  # replayed meanwhile
+                continue
+            letters.append(DeadLetter(
+                delivery_id=raw.decode(), event_id=event_id.decode(), event_type=kind.decode(),
+                endpoint=target.decode(), attempts=int(attempts), reason=reason.decode(),
+                error=_text(error), dead_at=float(dead_at)))
+        return letters
+
+    async def replay(self, ids: Sequence[str] = (), endpoint: str | None = None,
+                     all: bool = False) -> int:
+        """Requeue dead letters matching any of the selectors, in batches of one script each."""
+        chosen = list(dict.fromkeys(ids))
+        found: Any
+        if endpoint is not None:
+            found = await self._call("listing dead letters", lambda: self._redis.zrange(
+                self.keys.dead_by_endpoint(endpoint), 0, -1))
+            chosen += [i.decode() for i in found]
+        total = 0
+        for start in range(0, len(chosen), _REPLAY_BATCH):
+            total += await self._replay_batch(chosen[start:start + _REPLAY_BATCH])
+        while all:
+            found = await self._call("listing dead letters", lambda: self._redis.zrange(
+                self.keys.dead_index, 0, _REPLAY_BATCH - 1))
+            batch = [i.decode() for i in found]
+            if not batch:
+                break
+            total += await self._replay_batch(batch)
+        return total
+
+    async def _replay_batch(self, ids: Sequence[str]) -> int:
+        ids = list(dict.fromkeys(ids))
+
+        async def where() -> list[Any]:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for i in ids:
+                    pipe.hmget(self.keys.dead(i), ["e", "p"])
+                return await pipe.execute()
+
+        keys = [self.keys.stream, self.keys.dead_index]
+        args: list[Any] = [self._ttl(0.0)]
+        for i, (event_id, endpoint) in zip(ids, await self._call("reading dead letters", where),
+                                           strict=True):
+            letter = self.keys.dead(i)
+            if event_id is None or endpoint is None:  # gone: the script only unindexes it
+                keys += [letter, letter, letter]
+            else:
+                keys += [letter, self.keys.dead_by_endpoint(endpoint.decode()),
+                         self.keys.event(event_id.decode())]
+            args.append(i)
+        if not ids:
+            return 0
+        count = await self._call("replaying dead letters",
+                                 lambda: self._script(_REPLAY, keys, args))
+        return int(count)
+
+    async def purge(self, before: float) -> int:
+        """Nothing to do: events and attempt logs expire by TTL in Redis. Always 0."""
+        return 0

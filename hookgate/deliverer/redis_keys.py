@@ -1,0 +1,75 @@
+"""Every Redis key the Redis queue uses, in one place.
+
+All keys of one gateway share the hash tag ``{gateway}``, so they live in one Redis Cluster
+slot and the queue's Lua scripts may touch several of them atomically. Reading this file
+tells an operator what ``redis-cli --scan --pattern 'hookgate:{default}:*'`` will show.
+
+Layout for gateway ``G``::
+
+    hookgate:{G}:deliveries            stream, one entry per ready or leased delivery
+                                       fields e=event id, p=endpoint, a=attempt
+    hookgate:{G}:delayed               zset, score = due time (unix s), member = JSON
+                                       [event id, endpoint, attempt]
+    hookgate:{G}:event:<event id>      hash t b at s k n (type, body, accepted_at, source,
+                                       idempotency key, JSON endpoints); TTL = retention,
+                                       extended while deliveries are pending
+    hookgate:{G}:attempts:<event id>   list of JSON attempts; TTL = retention
+    hookgate:{G}:idem:<key>            string "<expires_at> <event id>"; TTL = idempotency ttl
+    hookgate:{G}:dead                  zset, score = dead_at, member = delivery id
+    hookgate:{G}:dead:endpoint:<ep>    zset, the same for one endpoint
+    hookgate:{G}:dead:letter:<id>      hash: the dead letter (delivery id <id>), plus a copy
+                                       of the event fields so replay works after it expired
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["CONSUMER_GROUP", "PREFIX", "Keys"]
+
+PREFIX = "hookgate"
+#: The one consumer group of a gateway's stream; every deliverer of the gateway joins it.
+CONSUMER_GROUP = "deliverers"
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The key names of one gateway."""
+
+    gateway: str
+
+    def __post_init__(self) -> None:
+        if not self.gateway or "{" in self.gateway or "}" in self.gateway:
+            raise ValueError(f"gateway name {self.gateway!r} cannot be used in Redis key names; "
+                             "use a Kubernetes object name")
+
+    @property
+    def base(self) -> str:
+        return f"{PREFIX}:{{{self.gateway}}}"
+
+    @property
+    def stream(self) -> str:
+        return f"{self.base}:deliveries"
+
+    @property
+    def delayed(self) -> str:
+        return f"{self.base}:delayed"
+
+    @property
+    def dead_index(self) -> str:
+        return f"{self.base}:dead"
+
+    def event(self, event_id: str) -> str:
+        return f"{self.base}:event:{event_id}"
+
+    def attempts(self, event_id: str) -> str:
+        return f"{self.base}:attempts:{event_id}"
+
+    def idempotency(self, key: str) -> str:
+        return f"{self.base}:idem:{key}"
+
+    def dead(self, delivery_id: str) -> str:
+        return f"{self.base}:dead:letter:{delivery_id}"
+
+    def dead_by_endpoint(self, endpoint: str) -> str:
+        return f"{self.base}:dead:endpoint:{endpoint}"
