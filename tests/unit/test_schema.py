@@ -264,6 +264,8 @@ def test_rules_have_messages_and_iterate_only_over_bounded_values(kind: str) -> 
             if node["type"] == "array":
                 assert "maxItems" in node, f"{path}: rule over an unbounded list"
                 assert "maxLength" in node["items"], f"{path}[]: unbounded strings"
+            if node["type"] == "string":
+                assert "maxLength" in node, f"{path}: rule over an unbounded string"
 
 
 def test_duration_fields_use_the_one_duration_pattern() -> None:
