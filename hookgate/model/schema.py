@@ -394,14 +394,15 @@ def _is_sorted(items: Any) -> bool:
 
 
 def _is_cidr(text: Any) -> bool:
-    """Kubernetes' ``isCIDR(string)``: an address, a slash and a prefix length."""
+    """Kubernetes' ``isCIDR(string)``: an address, a slash and a prefix length (host bits
+    may be set); zones and IPv4-mapped IPv6 addresses are refused, as Go's netip does."""
     if not isinstance(text, str) or "/" not in text or "%" in text:
         return False
     try:
-        ipaddress.ip_network(text, strict=False)
+        net = ipaddress.ip_network(text, strict=False)
     except ValueError:
         return False
-    return True
+    return not (isinstance(net, ipaddress.IPv6Network) and net.network_address.ipv4_mapped)
 
 
 _FUNCTIONS: dict[str, Callable[..., Any]] = {"isSorted": _is_sorted, "isCIDR": _is_cidr}

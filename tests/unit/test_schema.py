@@ -309,3 +309,12 @@ def test_examples_load_as_one_coherent_set() -> None:
             ("WebhookEndpoint", "audit"), ("Subscription", "orders"),
             ("Subscription", "big-invoices"), ("Subscription", "everything-audit"),
             ("WebhookSource", "github"), ("Secret", "local-receiver-signing")} <= names
+
+
+@pytest.mark.parametrize(("cidr", "ok"), [
+    ("10.0.0.0/8", True), ("192.168.1.7/24", True), ("fd00::/8", True),
+    ("10.0.0.0", False), ("::ffff:10.0.0.0/104", False), ("fe80::1%eth0/64", False),
+])
+def test_allow_cidrs_accepts_what_the_api_server_does(cidr: str, ok: bool) -> None:
+    doc = obj("WebhookGateway", "g", {"network": {"allowCIDRs": [cidr]}})
+    assert (schema.check(doc)[1] == []) is ok
