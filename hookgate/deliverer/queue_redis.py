@@ -352,12 +352,15 @@ class RedisQueue:
     # -- plumbing -------------------------------------------------------------------------
 
     def _connect(self, socket_timeout: float) -> aioredis.Redis:
-        # No client-side retries: a script that may have run must not run twice; callers
-        # see QueueUnavailable and try again at their own pace.
+        # One immediate retry on a broken connection, so a pooled connection Redis closed
+        # (a restart, an idle timeout) costs nothing. Running a script twice is harmless:
+        # each checks the lease or the event first, at worst an attempt is logged twice.
+        # Timeouts are not retried: a slow Redis must surface within `timeout`.
         try:
             return aioredis.Redis.from_url(
                 self.url, socket_timeout=socket_timeout, socket_connect_timeout=self.timeout,
-                retry=Retry(NoBackoff(), 0), decode_responses=False)
+                retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+                decode_responses=False)
         except ValueError as e:
             raise QueueUnavailable(
                 f"Redis URL {mask_url(self.url)} is invalid ({e}); use "
