@@ -171,7 +171,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"error: cannot listen on {args.listen}: {exc.strerror}; "
                   "choose another --listen", file=sys.stderr)
-            await queue.close()
             return 1
         watcher = asyncio.create_task(files.watch(gateway.apply, gateway.reject))
         await stop.wait()

@@ -101,13 +101,20 @@ class Gateway:
         self.metrics.config_reloads.labels(self.metrics.gateway, "error").inc()
 
     async def start(self) -> None:
+        """Open the queue, listen, start delivering; on failure, undo what was done."""
         await self.queue.open()
         await self.sender.open()
         self._runner = web.AppRunner(self.build_app(), access_log=None,
                                      shutdown_timeout=self.settings.grace)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError:
+            await self._runner.cleanup()
+            await self.sender.close()
+            await self.queue.close()
+            raise
         server = getattr(site, "_server", None)
         if server is not None and server.sockets:
             self.port = server.sockets[0].getsockname()[1]
