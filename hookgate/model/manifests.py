@@ -104,18 +104,21 @@ def parse_documents(docs: Iterable[Document], default_namespace: str = "default"
             continue
         checked, found = schema.check(d.doc)
         if found:
-            problems.extend(_locate(p, d) for p in found)
+            problems.extend(_locate(p, d, default_namespace) for p in found)
             continue
         try:
             resources.append(parse_resource(checked, d.location, default_namespace))
         except ManifestError as exc:
-            problems.extend(_locate(p, d) for p in exc.problems)
+            problems.extend(_locate(p, d, default_namespace) for p in exc.problems)
     problems.extend(_duplicates(resources))
     return resources, problems
 
 
-def _locate(p: Problem, d: Document) -> Problem:
-    return replace(p, file=d.location.file, line=d.location.line_of(p.field))
+def _locate(p: Problem, d: Document, default_namespace: str) -> Problem:
+    """The problem with its file, line and the namespace the object will land in."""
+    namespace = p.namespace or (default_namespace if p.kind else None)
+    return replace(p, file=d.location.file, line=d.location.line_of(p.field),
+                   namespace=namespace)
 
 
 def _duplicates(resources: list[Resource]) -> Iterator[Problem]:
