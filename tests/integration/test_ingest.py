@@ -6,6 +6,8 @@ import pytest
 
 from tests.integration.conftest import StartGateway, endpoint_yaml, subscription_yaml
 from tests.receiver import Recorder
+from tests.redis_server import RedisServer
+from tests.waiting import eventually
 
 KEYS = """\
 apiVersion: hookgate.io/v1alpha1
@@ -78,8 +80,6 @@ async def test_health_readiness_and_metrics(start_gateway: StartGateway,
         assert status == 200
         return str(body) if 'outcome="success"' in str(body) else ""
 
-    from tests.waiting import eventually
-
     body = await eventually(text, what="the success to be counted")
     labels = 'endpoint="default/a",gateway="default/default"'
     assert f'hookgate_deliveries_total{{{labels},outcome="retry"}} 1.0' in body
@@ -96,3 +96,26 @@ async def test_unknown_event_id_is_a_404_with_retention_hint(start_gateway: Star
     gw = await start_gateway(endpoint_yaml("a", receiver.url("/a")))
     status, doc = await gw.get("/v1/events/evt_nope")
     assert status == 404 and "7 days" in doc["error"]["message"]
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("queue_url", ["redis"], indirect=True)
+async def test_a_dead_redis_refuses_events_clearly_and_recovers(
+        start_gateway: StartGateway, receiver: Recorder, redis_server: RedisServer) -> None:
+    gw = await start_gateway(endpoint_yaml("a", receiver.url("/a"))
+                             + subscription_yaml("all", "a", '["*"]'))
+    redis_server.stop()
+    status, doc = await gw.post("/v1/events", {"type": "x", "data": {}})
+    assert status == 503
+    assert doc["error"]["code"] == "queue_unavailable"
+    assert "unreachable" in doc["error"]["message"] and "send it again" in doc["error"]["message"]
+    assert (await gw.get("/readyz"))[0] == 503
+    redis_server.start()
+
+    async def accepted() -> bool:
+        status, _ = await gw.post("/v1/events", {"type": "x", "data": {"after": True}})
+        return status == 202
+
+    await eventually(accepted, what="ingest to accept events again")
+    await receiver.wait_for(lambda r: len(r) >= 1)
+    assert (await gw.get("/readyz"))[0] == 200
