@@ -30,6 +30,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import secrets
 import socket
 import time
@@ -44,6 +45,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import (
     AuthenticationError,
     NoPermissionError,
+    NoScriptError,
     ReadOnlyError,
     RedisError,
     ResponseError,
@@ -68,6 +70,8 @@ __all__ = ["RedisQueue", "consumer_name", "describe_redis_error", "mask_url"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+#: A script call waiting for the next pipeline: script, keys, args, and who waits for it.
+_Call = tuple[AsyncScript, list[str], list[Any], "asyncio.Future[Any]"]
 
 _WEEK = 7 * 86400.0
 #: Attempts kept per event; replays of a flapping endpoint must not grow a list forever.
@@ -114,6 +118,10 @@ def _root_reason(error: BaseException) -> str:
         if isinstance(seen, OSError) and seen.errno:
             return os.strerror(seen.errno)
         seen = seen.__cause__ or seen.__context__
+    # the client words socket errors "Error 111 connecting to HOST:PORT. ..."
+    found = re.match(r"Error (\d+) connecting", str(error))
+    if found:
+        return os.strerror(int(found.group(1)))
     return str(error) or type(error).__name__
 
 
@@ -328,13 +336,14 @@ class RedisQueue:
     def __init__(self, url: str, *, gateway: str, visibility_timeout: float = 60.0,
                  retention: float = _WEEK, clock: Callable[[], float] = time.time,
                  timeout: float = 5.0, poll_interval: float = 0.5,
-                 consumer: str | None = None) -> None:
+                 max_connections: int = 64, consumer: str | None = None) -> None:
         self.url = url
         self.keys = Keys(gateway)
         self.visibility_timeout = visibility_timeout
         self.retention = retention
         self.timeout = timeout
         self.poll_interval = poll_interval
+        self.max_connections = max_connections
         self.consumer = consumer or consumer_name()
         self._clock = clock
         self._reclaim_every = max(0.05, min(1.0, visibility_timeout / 4))
@@ -344,6 +353,9 @@ class RedisQueue:
         self._reader: aioredis.Redis | None = None
         self._read_lock = asyncio.Lock()
         self._scripts: dict[str, AsyncScript] = {}
+        self._batch: list[_Call] = []
+        self._flush_scheduled = False
+        self._flushes: set[asyncio.Task[None]] = set()
         self._closed = True
 
     def __repr__(self) -> str:
@@ -351,16 +363,20 @@ class RedisQueue:
 
     # -- plumbing -------------------------------------------------------------------------
 
-    def _connect(self, socket_timeout: float) -> aioredis.Redis:
+    def _connect(self, socket_timeout: float, max_connections: int) -> aioredis.Redis:
         # One immediate retry on a broken connection, so a pooled connection Redis closed
         # (a restart, an idle timeout) costs nothing. Running a script twice is harmless:
         # each checks the lease or the event first, at worst an attempt is logged twice.
         # Timeouts are not retried: a slow Redis must surface within `timeout`.
+        # A blocking pool: with hundreds of deliveries in flight, callers queue for one of
+        # `max_connections` sockets instead of failing with "Too many connections".
         try:
-            return aioredis.Redis.from_url(
-                self.url, socket_timeout=socket_timeout, socket_connect_timeout=self.timeout,
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self.url, max_connections=max_connections, timeout=self.timeout,
+                socket_timeout=socket_timeout, socket_connect_timeout=self.timeout,
                 retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
                 decode_responses=False)
+            return aioredis.Redis.from_pool(pool)
         except ValueError as e:
             raise QueueUnavailable(
                 f"Redis URL {mask_url(self.url)} is invalid ({e}); use "
@@ -387,12 +403,58 @@ class RedisQueue:
         except (RedisError, OSError) as e:
             raise QueueUnavailable(describe_redis_error(self.url, what, e, self.timeout)) from e
 
-    async def _script(self, source: str, keys: Sequence[str], args: Iterable[Any]) -> Any:
-        """Run a Lua script by its SHA (loaded on first use, and again after a Redis restart)."""
+    def _registered(self, source: str) -> AsyncScript:
         script = self._scripts.get(source)
         if script is None:
             script = self._scripts[source] = self._redis.register_script(source)
-        return await script(keys=keys, args=list(args))
+        return script
+
+    async def _script(self, source: str, keys: Sequence[str], args: Iterable[Any]) -> Any:
+        """Run a Lua script, batched with the other scripts called in this loop iteration.
+
+        Hundreds of deliveries finish concurrently; their scripts travel in one pipeline
+        (one round trip, still one atomic script each) instead of one round trip each.
+        """
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._batch.append((self._registered(source), list(keys), list(args), future))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._start_flush)
+        return await future
+
+    def _start_flush(self) -> None:
+        self._flush_scheduled = False
+        batch, self._batch = self._batch, []
+        task = asyncio.create_task(self._flush(batch))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _flush(self, batch: list[_Call]) -> None:
+        try:
+            if len(batch) == 1:
+                script, keys, args, _ = batch[0]
+                results: list[Any] = [await script(keys=keys, args=args)]
+            else:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for script, keys, args, _ in batch:
+                        pipe.evalsha(script.sha, len(keys), *keys, *args)
+                    results = await pipe.execute(raise_on_error=False)
+                for n, result in enumerate(results):
+                    if isinstance(result, NoScriptError):  # Redis restarted: load and rerun
+                        script, keys, args, _ = batch[n]
+                        try:
+                            results[n] = await script(keys=keys, args=args)
+                        except RedisError as e:
+                            results[n] = e
+        except BaseException as e:
+            results = [e] * len(batch)
+        for (*_, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
 
     async def _create_group(self) -> None:
         try:
@@ -408,10 +470,10 @@ class RedisQueue:
         """Connect, check Redis answers, join the consumer group, prune long-gone consumers."""
         if not self._closed:
             return
-        self._client = self._connect(self.timeout)
+        self._client = self._connect(self.timeout, self.max_connections)
         self._scripts.clear()
-        self._reader = self._connect(self.timeout + max(self.poll_interval,
-                                                        self._reclaim_every))
+        self._reader = self._connect(  # one connection, only for blocking reads
+            self.timeout + max(self.poll_interval, self._reclaim_every), 1)
         self._closed = False
         try:
             await self._call("PING", self._redis.ping)
@@ -437,6 +499,8 @@ class RedisQueue:
         if self._closed:
             return
         async with self._read_lock:  # lets a blocked read end (within poll_interval)
+            while self._flush_scheduled or self._flushes:  # scripts already asked for
+                await asyncio.gather(*self._flushes, asyncio.sleep(0), return_exceptions=True)
             try:
                 pending = await self._redis.xpending_range(
                     self.keys.stream, CONSUMER_GROUP, min="-", max="+", count=1,
