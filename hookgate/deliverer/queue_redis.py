@@ -701,23 +701,26 @@ class RedisQueue:
                          lambda: self._script(_RELEASE, [self.keys.stream], args))
 
     async def depth(self) -> Depth:
-        """ready = the group's lag, leased = its pending count, delayed and dead = set sizes."""
+        """ready = the group's lag (plus retries already due), leased = its pending count,
+        delayed and dead = set sizes."""
+        now = repr(self._clock())
 
         async def read() -> list[Any]:
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.xinfo_groups(self.keys.stream)
                 pipe.xlen(self.keys.stream)
-                pipe.zcard(self.keys.delayed)
+                pipe.zcount(self.keys.delayed, "-inf", now)
+                pipe.zcount(self.keys.delayed, f"({now}", "+inf")
                 pipe.zcard(self.keys.dead_index)
                 return await pipe.execute()
 
-        groups, length, delayed, dead = await self._call("reading the queue depth", read)
+        groups, length, due, delayed, dead = await self._call("reading the queue depth", read)
         group = next((g for g in groups if _text(g["name"]) == CONSUMER_GROUP), None)
         leased = int(group["pending"]) if group is not None else 0
         lag = group.get("lag") if group is not None else None
         # Entries are deleted once acknowledged, so the stream holds exactly the ready and
         # leased deliveries: a fallback for when Redis cannot tell the lag.
-        ready = int(lag) if lag is not None else max(0, int(length) - leased)
+        ready = int(due) + (int(lag) if lag is not None else max(0, int(length) - leased))
         return Depth(ready=ready, delayed=int(delayed), dead=int(dead), leased=leased)
 
     async def event(self, event_id: str) -> EventRecord | None:

@@ -377,6 +377,8 @@ class SQLiteQueue:
                 pause = min(pause, max(0.001, next_at - self._clock()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), pause)
+            if self._closed:  # closed while waiting: an empty hand, not an error
+                return []
 
     def _lease(self, conn: sqlite3.Connection, limit: int
                ) -> tuple[list[Delivery], float | None]:

@@ -301,6 +301,16 @@ async def test_depth_counts_each_state(backend: Backend, queue: Queue) -> None:
     assert await queue.depth() == Depth(ready=1, delayed=1, dead=1, leased=1)
     await queue.complete(got[2], outcome(got[2]))
     assert await queue.depth() == Depth(ready=1, delayed=1, dead=1, leased=0)
+    backend.clock.advance(60)  # a retry that fell due counts as ready before anyone fetches
+    assert await queue.depth() == Depth(ready=2, delayed=0, dead=1, leased=0)
+
+
+async def test_close_ends_a_waiting_fetch_empty_handed(backend: Backend) -> None:
+    queue = await backend.open()
+    waiting = asyncio.create_task(queue.fetch(10, wait=30))
+    await asyncio.sleep(0)
+    await queue.close()
+    assert await asyncio.wait_for(waiting, 10) == []
 
 
 async def test_unknown_event_is_none(queue: Queue) -> None:
