@@ -15,8 +15,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from hookgate.deliverer.gateway import GatewayConfig
 from hookgate.deliverer.signing import generate_secret
+from hookgate.model.bundle import GatewayConfig
 from hookgate.model.compiler import (
     compile_config,
     endpoints_needing_secrets,

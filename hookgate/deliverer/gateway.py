@@ -22,20 +22,11 @@ from hookgate.deliverer.metrics import Metrics
 from hookgate.deliverer.queue import Queue, QueueUnavailable
 from hookgate.deliverer.web_admin import add_admin_routes
 from hookgate.deliverer.web_ingest import IngestSettings, add_ingest_routes
-from hookgate.model.compiler import Compiled
+from hookgate.model.bundle import GatewayConfig
 
-__all__ = ["Gateway", "GatewayConfig", "GatewaySettings"]
+__all__ = ["Gateway", "GatewaySettings"]
 
 log = logging.getLogger("hookgate.gateway")
-
-
-@dataclass(frozen=True)
-class GatewayConfig:
-    """Everything a config source (files, or the cluster) hands a running gateway."""
-
-    compiled: Compiled
-    api_keys: tuple[str, ...] = ()
-    max_body_bytes: int | None = None
 
 
 @dataclass

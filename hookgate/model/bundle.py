@@ -1,0 +1,55 @@
+"""A gateway's whole configuration as it travels from the operator to deliverer pods.
+
+The routing config goes into a ConfigMap (no secrets, readable by anyone debugging); the
+signing keys and ingest API keys into a Secret. The deliverer rebuilds the same
+:class:`GatewayConfig` that ``hookgate run`` builds from files, so both modes run one code path.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from hookgate.model.compiler import Compiled
+from hookgate.model.routing import RoutingConfig
+
+__all__ = ["CONFIG_KEY", "SECRETS_KEY", "GatewayConfig"]
+
+CONFIG_KEY = "routing.json"  # ConfigMap data key
+SECRETS_KEY = "secrets.json"  # Secret data key (stringData; the API stores it base64)
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Everything a config source (files, or the cluster) hands a running gateway."""
+
+    compiled: Compiled
+    api_keys: tuple[str, ...] = ()
+    max_body_bytes: int | None = None
+
+    def config_data(self) -> dict[str, str]:
+        """The ConfigMap's data: routing and non-secret settings."""
+        settings = {"maxBodyBytes": self.max_body_bytes}
+        return {CONFIG_KEY: self.compiled.config.to_json(),
+                "settings.json": json.dumps(settings, sort_keys=True)}
+
+    def secret_data(self) -> dict[str, str]:
+        """The Secret's data, in plain text (for ``stringData``)."""
+        doc = {"signingKeys": {k: list(v) for k, v in sorted(self.compiled.signing_keys.items())},
+               "apiKeys": list(self.api_keys)}
+        return {SECRETS_KEY: json.dumps(doc, sort_keys=True)}
+
+    @classmethod
+    def from_data(cls, config_data: Mapping[str, str], secret_data: Mapping[str, str]
+                  ) -> GatewayConfig:
+        """Rebuild from a ConfigMap's and a Secret's (decoded) data; ValueError if malformed."""
+        try:
+            config = RoutingConfig.from_json(config_data[CONFIG_KEY])
+            settings = json.loads(config_data.get("settings.json", "{}"))
+            secrets = json.loads(secret_data[SECRETS_KEY])
+        except KeyError as exc:
+            raise ValueError(f"published gateway config lacks {exc.args[0]!r}") from None
+        keys = {k: tuple(v) for k, v in secrets.get("signingKeys", {}).items()}
+        compiled = Compiled(config=config, signing_keys=keys)
+        return cls(compiled, tuple(secrets.get("apiKeys", ())), settings.get("maxBodyBytes"))
