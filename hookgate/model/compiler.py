@@ -8,9 +8,14 @@ operator shows them as conditions, ``hookgate run`` refuses to start on them.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
+from hookgate.model.durations import parse_duration
+from hookgate.model.expressions import ExpressionError, compile_expression
 from hookgate.model.problems import Problem
 from hookgate.model.resources import (
     DEFAULT_RETRY_SCHEDULE,
@@ -22,13 +27,30 @@ from hookgate.model.resources import (
     Subscription,
 )
 from hookgate.model.routing import (
+    CircuitBreakerConfig,
     EndpointConfig,
     RateLimitConfig,
     RoutingConfig,
     SubscriptionConfig,
 )
 
-__all__ = ["Compiled", "compile_config", "endpoints_needing_secrets", "select_gateway"]
+__all__ = ["DEFAULT_AUTO_DISABLE_AFTER", "Compiled", "EndpointAuth", "compile_config",
+           "endpoints_needing_secrets", "select_gateway"]
+
+
+#: An endpoint failing without a break for this long is paused (5 days).
+DEFAULT_AUTO_DISABLE_AFTER = 5 * 86400.0
+
+
+@dataclass(frozen=True)
+class EndpointAuth:
+    """Credentials a deliverer presents to one endpoint, read from Secrets. Like signing
+    keys they never enter the RoutingConfig (which is published in a ConfigMap)."""
+
+    authorization: str | None = None  # the Authorization header value (basic or bearer)
+    client_cert: str | None = None  # PEM certificate chain for mutual TLS
+    client_key: str | None = None  # PEM private key for mutual TLS
+    ca_bundle: str | None = None  # PEM CA certificates the server must chain to
 
 
 @dataclass(frozen=True)
@@ -38,6 +60,8 @@ class Compiled:
     problems: tuple[Problem, ...] = ()
     # object key ("Kind ns/name") -> its problems, for per-object status
     by_object: Mapping[str, tuple[Problem, ...]] = field(default_factory=dict)
+    # endpoint key -> credentials for the endpoint (only endpoints with spec.auth)
+    endpoint_auth: Mapping[str, EndpointAuth] = field(default_factory=dict)
 
 
 def select_gateway(resources: Iterable[Resource], wanted: str | None) -> str:
@@ -80,12 +104,27 @@ def compile_config(resources: Iterable[Resource], gateway: str,
     default_schedule = gw.default_retry_schedule if gw else None
     secrets = {r.meta.key: r for r in items if isinstance(r, Secret)}
 
+    gw_spec: Mapping[str, Any] = gw.spec if gw else {}
+    default_disable = _duration((gw_spec.get("defaults") or {}).get("autoDisableAfter"))
     endpoints: dict[str, EndpointConfig] = {}
     keys: dict[str, tuple[str, ...]] = {}
+    auth: dict[str, EndpointAuth] = {}
     for ep in (r for r in items if isinstance(r, Endpoint) and _belongs(r, gateway)):
         secret = _signing_secret(ep, secrets, generated_secrets, problems)
         if secret is None:
             continue
+        policies = _policies(ep, problems)
+        if policies is None:
+            continue
+        credentials, ok = _endpoint_auth(ep, secrets, problems)
+        if not ok:
+            continue
+        if credentials is not None:
+            auth[ep.meta.key] = credentials
+        disable = _duration(ep.spec.get("autoDisableAfter"))
+        if disable is None:
+            disable = default_disable if default_disable is not None \
+                else DEFAULT_AUTO_DISABLE_AFTER
         keys[ep.meta.key] = secret
         endpoints[ep.meta.key] = EndpointConfig(
             key=ep.meta.key,
@@ -97,6 +136,9 @@ def compile_config(resources: Iterable[Resource], gateway: str,
             if ep.rate_limit else None,
             max_in_flight=ep.max_in_flight,
             paused=ep.paused,
+            circuit_breaker=policies[0],
+            ordering_key=policies[1],
+            auto_disable_after=disable or None,  # 0s turns it off
         )
 
     all_endpoint_keys = {r.meta.key for r in items if isinstance(r, Endpoint)}
@@ -111,18 +153,41 @@ def compile_config(resources: Iterable[Resource], gateway: str,
                 field="spec.endpointRef.name", reason="EndpointNotFound",
                 hint="create the WebhookEndpoint or fix the name"))
             continue
+        if sub.filter:
+            try:
+                compile_expression(sub.filter)
+            except ExpressionError as exc:
+                problems.append(sub.meta.problem(
+                    f"the filter is not valid CEL: {exc}", field="spec.filter",
+                    reason="InvalidFilter",
+                    hint="e.g. data.amount > 100 && type.startsWith('order.'); the variables "
+                         "are type, data, source, id and time"))
+                continue
         subs.append(SubscriptionConfig(
             key=sub.meta.key, endpoint=target, event_types=sub.event_types,
             filter=sub.filter, source=f"{namespace}/{sub.source}" if sub.source else None))
+
+    operations = None
+    ops_name = ((gw_spec.get("operations") or {}).get("endpointRef") or {}).get("name")
+    if ops_name and gw is not None:
+        operations = f"{namespace}/{ops_name}"
+        if operations not in endpoints:
+            problems.append(gw.meta.problem(
+                f"the operations endpoint {ops_name!r} is not an endpoint of this gateway",
+                field="spec.operations.endpointRef.name", reason="EndpointNotFound",
+                hint="create a WebhookEndpoint of that name with gatewayRef naming this gateway"))
+            operations = None
 
     by_object: dict[str, list[Problem]] = {}
     for p in problems:
         by_object.setdefault(f"{p.kind} {p.namespace}/{p.name}", []).append(p)
     config = RoutingConfig(gateway=gateway, endpoints=endpoints,
                            subscriptions=tuple(subs),
-                           allow_cidrs=gw.allow_cidrs if gw else ())
+                           allow_cidrs=gw.allow_cidrs if gw else (),
+                           operations_endpoint=operations)
     return Compiled(config=config, signing_keys=keys, problems=tuple(problems),
-                    by_object={k: tuple(v) for k, v in by_object.items()})
+                    by_object={k: tuple(v) for k, v in by_object.items()},
+                    endpoint_auth=auth)
 
 
 def _signing_secret(ep: Endpoint, secrets: Mapping[str, Secret],
@@ -147,11 +212,106 @@ def _signing_secret(ep: Endpoint, secrets: Mapping[str, Secret],
         return None
     # Several secrets separated by whitespace are all active (rotation): each one signs.
     values = tuple(secret.data[ref.key].split())
-    bad = [v for v in values if not v.startswith("whsec_")]
+    # whsec_ secrets sign with HMAC (v1); whsk_ keys with Ed25519 (v1a, Standard Webhooks).
+    bad = [v for v in values if not (v.startswith("whsec_") or _is_ed25519_key(v))]
     if not values or bad:
         problems.append(ep.meta.problem(
-            f"Secret {ref.name!r} key {ref.key!r} must hold whsec_ secrets",
+            f"Secret {ref.name!r} key {ref.key!r} must hold whsec_ secrets (or whsk_ keys)",
             field="spec.secretRef", reason="SecretInvalid",
-            hint="a signing secret is 'whsec_' followed by base64 of 24 to 64 random bytes"))
+            hint="a signing secret is 'whsec_' followed by base64 of 24 to 64 random bytes; "
+                 "an asymmetric one 'whsk_' followed by base64 of an Ed25519 private key"))
         return None
     return values
+
+
+def _is_ed25519_key(value: str) -> bool:
+    if not value.startswith("whsk_"):
+        return False
+    try:
+        raw = base64.b64decode(value.removeprefix("whsk_"), validate=True)
+    except binascii.Error:
+        return False
+    return len(raw) in (32, 64)  # a seed, or seed + public key as libsodium keeps it
+
+
+def _duration(text: object) -> float | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError:
+        return None  # the schema check reports it
+
+
+def _policies(ep: Endpoint, problems: list[Problem]
+              ) -> tuple[CircuitBreakerConfig, str | None] | None:
+    """The endpoint's circuit breaker and ordering key; None (with a problem) if invalid."""
+    cb = ep.spec.get("circuitBreaker") or {}
+    breaker = CircuitBreakerConfig(
+        failure_threshold=int(cb.get("failureThreshold", 5)),
+        cooldown=_duration(cb.get("cooldown")) or 30.0)
+    key = (ep.spec.get("ordering") or {}).get("key")
+    if key:
+        try:
+            compile_expression(key)
+        except ExpressionError as exc:
+            problems.append(ep.meta.problem(
+                f"the ordering key is not valid CEL: {exc}", field="spec.ordering.key",
+                reason="InvalidOrderingKey",
+                hint="e.g. data.customerId; the variables are type, data, source, id and time"))
+            return None
+    return breaker, key or None
+
+
+def _endpoint_auth(ep: Endpoint, secrets: Mapping[str, Secret], problems: list[Problem]
+                   ) -> tuple[EndpointAuth | None, bool]:
+    """Credentials for the endpoint (None without spec.auth), and False (with problems) if
+    a Secret or key it names is missing."""
+    spec = ep.spec.get("auth")
+    if not spec:
+        return None, True
+    ok = True
+
+    def value(section: str, name: str, key: str) -> str | None:
+        nonlocal ok
+        secret = secrets.get(f"{ep.meta.namespace}/{name}")
+        if secret is None or key not in secret.data:
+            what = (f"Secret {name!r} has no key {key!r}" if secret
+                    else f"Secret {name!r} does not exist in namespace {ep.meta.namespace!r}")
+            problems.append(ep.meta.problem(
+                what, field=f"spec.auth.{section}", reason="SecretMissing",
+                hint="create the Secret or fix the reference"))
+            ok = False
+            return None
+        return secret.data[key]
+
+    authorization: str | None = None
+    if "basic" in spec:
+        name = spec["basic"]["secretRef"]["name"]
+        user, password = value("basic", name, "username"), value("basic", name, "password")
+        if user is not None and password is not None:
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            authorization = f"Basic {token}"
+    elif "bearer" in spec:
+        ref = spec["bearer"]["secretRef"]
+        bearer = value("bearer", ref["name"], ref.get("key", "token"))
+        if bearer is not None:
+            authorization = f"Bearer {bearer.strip()}"
+    cert = key_pem = ca = None
+    tls = spec.get("tls") or {}
+    if "secretRef" in tls:
+        name = tls["secretRef"]["name"]
+        cert, key_pem = value("tls", name, "tls.crt"), value("tls", name, "tls.key")
+    ca_from = tls.get("caFrom") or {}
+    if "secretKeyRef" in ca_from:
+        ref = ca_from["secretKeyRef"]
+        ca = value("tls.caFrom", ref["name"], ref.get("key", "ca.crt"))
+    elif "configMapKeyRef" in ca_from:
+        problems.append(ep.meta.problem(
+            "a CA bundle from a ConfigMap is not supported yet", field="spec.auth.tls.caFrom",
+            reason="Unsupported", hint="put the CA bundle in a Secret and use secretKeyRef"))
+        ok = False
+    if not ok:
+        return None, False
+    return EndpointAuth(authorization=authorization, client_cert=cert, client_key=key_pem,
+                        ca_bundle=ca), True

@@ -13,9 +13,18 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from hookgate.model.expressions import (
+    ExpressionError,
+    compile_expression,
+    evaluate_filter,
+    ordering_key,
+)
+
 __all__ = [
+    "CircuitBreakerConfig",
     "EndpointConfig",
     "RateLimitConfig",
+    "Route",
     "Router",
     "RoutingConfig",
     "SigningKeys",
@@ -36,6 +45,12 @@ class RateLimitConfig:
 
 
 @dataclass(frozen=True)
+class CircuitBreakerConfig:
+    failure_threshold: int = 5  # consecutive failed attempts that open the circuit
+    cooldown: float = 30.0  # seconds the circuit stays open before one trial delivery
+
+
+@dataclass(frozen=True)
 class EndpointConfig:
     key: str
     url: str
@@ -45,6 +60,10 @@ class EndpointConfig:
     rate_limit: RateLimitConfig | None = None
     max_in_flight: int = 64
     paused: bool = False
+    # On by default: a receiver that fails every request is not hammered. None disables it.
+    circuit_breaker: CircuitBreakerConfig | None = CircuitBreakerConfig()
+    ordering_key: str | None = None  # CEL expression; events with one key go out in order
+    auto_disable_after: float | None = None  # seconds of continuous failure before pausing
 
 
 @dataclass(frozen=True)
@@ -62,12 +81,14 @@ class RoutingConfig:
     endpoints: Mapping[str, EndpointConfig] = field(default_factory=dict)
     subscriptions: tuple[SubscriptionConfig, ...] = ()
     allow_cidrs: tuple[str, ...] = ()
+    operations_endpoint: str | None = None  # gets hookgate.* operational events
 
     def to_json(self) -> str:
         doc = {
             "version": FORMAT_VERSION,
             "gateway": self.gateway,
             "allowCIDRs": list(self.allow_cidrs),
+            "operationsEndpoint": self.operations_endpoint,
             "endpoints": [asdict(e) for e in sorted(self.endpoints.values(), key=_key)],
             "subscriptions": [asdict(s) for s in sorted(self.subscriptions, key=_key)],
         }
@@ -83,13 +104,17 @@ class RoutingConfig:
         endpoints = {}
         for e in doc["endpoints"]:
             rate = e.get("rate_limit")
+            breaker = e.get("circuit_breaker", {})
             endpoints[e["key"]] = EndpointConfig(
                 **{**e, "retry_schedule": tuple(e["retry_schedule"]),
-                   "rate_limit": RateLimitConfig(**rate) if rate else None})
+                   "rate_limit": RateLimitConfig(**rate) if rate else None,
+                   "circuit_breaker": CircuitBreakerConfig(**breaker)
+                   if breaker is not None else None})
         subs = tuple(SubscriptionConfig(**{**s, "event_types": tuple(s["event_types"])})
                      for s in doc["subscriptions"])
         return cls(gateway=doc["gateway"], endpoints=endpoints, subscriptions=subs,
-                   allow_cidrs=tuple(doc.get("allowCIDRs", ())))
+                   allow_cidrs=tuple(doc.get("allowCIDRs", ())),
+                   operations_endpoint=doc.get("operationsEndpoint"))
 
 
 def _key(x: EndpointConfig | SubscriptionConfig) -> str:
@@ -128,6 +153,22 @@ class Router:
                                              for i, p in enumerate(unique))) if unique else None
         self._compiled = [re.compile(glob_to_regex(p) + "$") for p in unique]
         self._cache: dict[tuple[str, str | None], tuple[SubscriptionConfig, ...]] = {}
+        # CEL programs, compiled once per config; the compiler already refused bad ones, so
+        # one that still fails (a config built by hand) just never matches.
+        self._filters: dict[str, Any] = {}
+        for sub in config.subscriptions:
+            if sub.filter:
+                try:
+                    self._filters[sub.key] = compile_expression(sub.filter)
+                except ExpressionError:
+                    self._filters[sub.key] = None
+        self._ordering: dict[str, Any] = {}
+        for ep in config.endpoints.values():
+            if ep.ordering_key:
+                try:
+                    self._ordering[ep.key] = compile_expression(ep.ordering_key)
+                except ExpressionError:
+                    self._ordering[ep.key] = None
 
     def subscriptions(self, event_type: str, source: str | None = None
                       ) -> tuple[SubscriptionConfig, ...]:
@@ -152,3 +193,51 @@ class Router:
             if sub.endpoint in self.config.endpoints:
                 seen.setdefault(sub.endpoint, None)
         return list(seen)
+
+    def route(self, event_type: str, source: str | None, variables: Mapping[str, Any]
+              ) -> Route:
+        """Endpoints that get this event once subscription filters are applied, with each
+        ordered endpoint's ordering key.
+
+        ``variables`` are the event's CEL variables (see :func:`expressions.activation`). A
+        filter that fails to evaluate counts as no match and is reported in ``errors``; an
+        ordering key that fails leaves that delivery unordered, also reported.
+        """
+        seen: dict[str, None] = {}
+        errors: list[tuple[str, str]] = []
+        for sub in self.subscriptions(event_type, source):
+            if sub.endpoint not in self.config.endpoints or sub.endpoint in seen:
+                continue
+            if sub.filter:
+                program = self._filters.get(sub.key)
+                try:
+                    if program is None:
+                        raise ExpressionError("the filter does not compile")
+                    if not evaluate_filter(program, variables):
+                        continue
+                except ExpressionError as exc:
+                    errors.append((sub.key, str(exc)))
+                    continue
+            seen.setdefault(sub.endpoint, None)
+        keys: dict[str, str] = {}
+        for endpoint in seen:
+            if endpoint not in self._ordering:
+                continue
+            program = self._ordering[endpoint]
+            try:
+                if program is None:
+                    raise ExpressionError("the ordering key does not compile")
+                keys[endpoint] = ordering_key(program, variables)
+            except ExpressionError as exc:
+                errors.append((endpoint, f"ordering key: {exc}"))
+        return Route(endpoints=tuple(seen), ordering_keys=keys, errors=tuple(errors))
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where one event goes: see :meth:`Router.route`."""
+
+    endpoints: tuple[str, ...]
+    ordering_keys: Mapping[str, str] = field(default_factory=dict)
+    # (subscription or endpoint key, what failed) for each expression that could not run
+    errors: tuple[tuple[str, str], ...] = ()
