@@ -28,6 +28,7 @@ __all__ = [
     "Router",
     "RoutingConfig",
     "SigningKeys",
+    "SourceConfig",
     "SubscriptionConfig",
     "glob_to_regex",
 ]
@@ -76,12 +77,34 @@ class SubscriptionConfig:
 
 
 @dataclass(frozen=True)
+class SourceConfig:
+    """An inbound HTTP source: where senders post and how their requests are verified.
+
+    The secret it is verified with travels separately (``Compiled.source_secrets``).
+    """
+
+    key: str  # "namespace/name" of the WebhookSource; the source of its events
+    path: str  # the exact request path on the ingest listener
+    scheme: str  # github | stripe | shopify | standard-webhooks | hmac | basic | api-key
+    header: str | None = None  # hmac: signature header; api-key: key header
+    algorithm: str = "sha256"  # hmac only
+    encoding: str = "hex"  # hmac only
+    prefix: str = ""  # hmac only: text before the signature, e.g. "sha256="
+    tolerance: float = 300.0  # seconds; stripe and standard-webhooks (signed timestamps)
+    event_type_header: str | None = None
+    event_type_field: str | None = None  # dotted path into the JSON payload, e.g. data.kind
+    event_type_prefix: str = ""
+    keep_headers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class RoutingConfig:
     gateway: str
     endpoints: Mapping[str, EndpointConfig] = field(default_factory=dict)
     subscriptions: tuple[SubscriptionConfig, ...] = ()
     allow_cidrs: tuple[str, ...] = ()
     operations_endpoint: str | None = None  # gets hookgate.* operational events
+    sources: Mapping[str, SourceConfig] = field(default_factory=dict)  # by source key
 
     def to_json(self) -> str:
         doc = {
@@ -91,6 +114,7 @@ class RoutingConfig:
             "operationsEndpoint": self.operations_endpoint,
             "endpoints": [asdict(e) for e in sorted(self.endpoints.values(), key=_key)],
             "subscriptions": [asdict(s) for s in sorted(self.subscriptions, key=_key)],
+            "sources": [asdict(s) for s in sorted(self.sources.values(), key=_key)],
         }
         return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
@@ -112,12 +136,14 @@ class RoutingConfig:
                    if breaker is not None else None})
         subs = tuple(SubscriptionConfig(**{**s, "event_types": tuple(s["event_types"])})
                      for s in doc["subscriptions"])
+        sources = {s["key"]: SourceConfig(**{**s, "keep_headers": tuple(s["keep_headers"])})
+                   for s in doc.get("sources", ())}
         return cls(gateway=doc["gateway"], endpoints=endpoints, subscriptions=subs,
                    allow_cidrs=tuple(doc.get("allowCIDRs", ())),
-                   operations_endpoint=doc.get("operationsEndpoint"))
+                   operations_endpoint=doc.get("operationsEndpoint"), sources=sources)
 
 
-def _key(x: EndpointConfig | SubscriptionConfig) -> str:
+def _key(x: EndpointConfig | SubscriptionConfig | SourceConfig) -> str:
     return x.key
 
 
