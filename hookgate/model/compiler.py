@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ from hookgate.model.resources import (
     Gateway,
     Resource,
     Secret,
+    Source,
     Subscription,
 )
 from hookgate.model.routing import (
@@ -31,6 +33,7 @@ from hookgate.model.routing import (
     EndpointConfig,
     RateLimitConfig,
     RoutingConfig,
+    SourceConfig,
     SubscriptionConfig,
 )
 
@@ -62,6 +65,9 @@ class Compiled:
     by_object: Mapping[str, tuple[Problem, ...]] = field(default_factory=dict)
     # endpoint key -> credentials for the endpoint (only endpoints with spec.auth)
     endpoint_auth: Mapping[str, EndpointAuth] = field(default_factory=dict)
+    # source key -> what its requests are verified with: {"secret": ...}, or
+    # {"username": ..., "password": ...} for scheme basic. Never in the RoutingConfig.
+    source_secrets: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 def select_gateway(resources: Iterable[Resource], wanted: str | None) -> str:
@@ -178,16 +184,165 @@ def compile_config(resources: Iterable[Resource], gateway: str,
                 hint="create a WebhookEndpoint of that name with gatewayRef naming this gateway"))
             operations = None
 
+    sources, source_secrets = _sources(items, gateway, secrets, problems)
+
     by_object: dict[str, list[Problem]] = {}
     for p in problems:
         by_object.setdefault(f"{p.kind} {p.namespace}/{p.name}", []).append(p)
     config = RoutingConfig(gateway=gateway, endpoints=endpoints,
                            subscriptions=tuple(subs),
                            allow_cidrs=gw.allow_cidrs if gw else (),
-                           operations_endpoint=operations)
+                           operations_endpoint=operations, sources=sources)
     return Compiled(config=config, signing_keys=keys, problems=tuple(problems),
                     by_object={k: tuple(v) for k, v in by_object.items()},
-                    endpoint_auth=auth)
+                    endpoint_auth=auth, source_secrets=source_secrets)
+
+
+# Headers a source may not keep: the gateway sets them on every delivery itself, or they
+# describe one HTTP connection rather than the event.
+_UNKEEPABLE = frozenset({
+    "webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "content-length",
+    "content-encoding", "user-agent", "host", "connection", "keep-alive", "transfer-encoding",
+    "te", "trailer", "upgrade", "proxy-authorization", "proxy-connection", "expect",
+})
+_TYPE_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-/]*$")
+_DEFAULT_TOLERANCE = 300.0
+
+
+def _source_gateway(src: Source) -> str:
+    ref = src.spec.get("gatewayRef")
+    name = ref.get("name") if isinstance(ref, Mapping) else None
+    return f"{src.meta.namespace}/{name or 'default'}"
+
+
+def _sources(items: list[Resource], gateway: str, secrets: Mapping[str, Secret],
+             problems: list[Problem]
+             ) -> tuple[dict[str, SourceConfig], dict[str, dict[str, str]]]:
+    """The gateway's HTTP sources and their secrets. Broker sources are left out quietly:
+    this gateway does not consume brokers (yet), and they are not wrong."""
+    configs: dict[str, SourceConfig] = {}
+    values: dict[str, dict[str, str]] = {}
+    owners: dict[str, Source] = {}  # path -> the source serving it
+    mine = sorted((r for r in items if isinstance(r, Source) and _source_gateway(r) == gateway),
+                  key=lambda r: r.meta.name)
+    for src in mine:
+        if src.spec.get("broker"):
+            continue
+        compiled = _source(src, secrets, problems)
+        if compiled is None:
+            continue
+        config, secret = compiled
+        owner = owners.get(config.path)
+        if owner is not None:
+            problems.append(src.meta.problem(
+                f"path {config.path} is already served by WebhookSource {owner.meta.key}",
+                field="spec.path", reason="PathConflict",
+                hint="give each source of a gateway its own path"))
+            continue
+        owners[config.path] = src
+        configs[config.key] = config
+        values[config.key] = secret
+    return configs, values
+
+
+def _source(src: Source, secrets: Mapping[str, Secret], problems: list[Problem]
+            ) -> tuple[SourceConfig, dict[str, str]] | None:
+    """One HTTP source and its secret; None (with a problem) when it cannot be served."""
+    ns, spec = src.meta.namespace, src.spec
+    verify = spec.get("verify")
+    if not isinstance(verify, Mapping) or not verify.get("scheme"):
+        problems.append(src.meta.problem(
+            "an HTTP source needs verify, saying how to check that requests come from the "
+            "sender", field="spec.verify", reason="FieldMissing",
+            hint="e.g. verify: {scheme: github, secretRef: {name: github-webhook}}"))
+        return None
+    scheme = str(verify["scheme"])
+    header = verify.get("header")
+    if scheme == "hmac" and not header:
+        problems.append(src.meta.problem(
+            "scheme hmac needs header, the request header that carries the signature",
+            field="spec.verify.header", reason="FieldMissing"))
+        return None
+    secret = _source_secret(src, scheme, verify.get("secretRef") or {}, secrets, problems)
+    if secret is None:
+        return None
+    event_type = spec.get("eventType") or {}
+    prefix = str(event_type.get("prefix") or "")
+    if prefix and not _TYPE_PREFIX.match(prefix):
+        problems.append(src.meta.problem(
+            f"event type prefix {prefix!r} would make invalid event types",
+            field="spec.eventType.prefix",
+            hint="use letters, digits and . _ : - /, starting with a letter or digit"))
+        return None
+    keep = tuple(str(h) for h in spec.get("keepHeaders") or ())
+    reserved = [h for h in keep if h.lower() in _UNKEEPABLE]
+    if reserved:
+        problems.append(src.meta.problem(
+            f"cannot keep {', '.join(reserved)}: the gateway sets these itself on every "
+            "delivery", field="spec.keepHeaders", reason="ReservedHeader",
+            hint="remove them from keepHeaders"))
+        return None
+    tolerance = _duration(verify.get("tolerance"))
+    config = SourceConfig(
+        key=src.meta.key,
+        path=str(spec.get("path") or f"/in/{ns}/{src.meta.name}"),
+        scheme=scheme,
+        header=str(header) if header else None,
+        algorithm=str(verify.get("algorithm") or "sha256"),
+        encoding=str(verify.get("encoding") or "hex"),
+        prefix=str(verify.get("prefix") or ""),
+        tolerance=tolerance if tolerance is not None else _DEFAULT_TOLERANCE,
+        event_type_header=event_type.get("header"),
+        event_type_field=event_type.get("field"),
+        event_type_prefix=prefix,
+        keep_headers=keep,
+    )
+    return config, secret
+
+
+def _source_secret(src: Source, scheme: str, ref: Mapping[str, Any],
+                   secrets: Mapping[str, Secret], problems: list[Problem]
+                   ) -> dict[str, str] | None:
+    """What the source's requests are verified with, from its Secret. A trailing newline
+    (``echo secret > file``) is not part of a value."""
+    ns, name = src.meta.namespace, str(ref.get("name") or "")
+    wanted = ("username", "password") if scheme == "basic" else (str(ref.get("key") or "secret"),)
+    secret = secrets.get(f"{ns}/{name}")
+    missing = [k for k in wanted if secret is None or k not in secret.data]
+    if secret is None or missing:
+        what = (f"Secret {name!r} has no key {', '.join(map(repr, missing))}" if secret
+                else f"Secret {name!r} does not exist in namespace {ns!r}")
+        hint = ("create the Secret with keys username and password" if scheme == "basic"
+                else "create the Secret holding the secret the sender signs with, or fix "
+                     "secretRef")
+        problems.append(src.meta.problem(what, field="spec.verify.secretRef",
+                                         reason="SecretMissing", hint=hint))
+        return None
+    values = {k: secret.data[k].rstrip("\r\n") for k in wanted}
+    if scheme == "basic":
+        return values
+    value = values[wanted[0]]
+    bad = not value.strip()
+    if scheme == "standard-webhooks":
+        bad = bad or not all(_is_hmac_secret(v) for v in value.split())
+    if bad:
+        problems.append(src.meta.problem(
+            f"Secret {name!r} key {wanted[0]!r} " + (
+                "must hold whsec_ secrets" if scheme == "standard-webhooks" else "is empty"),
+            field="spec.verify.secretRef", reason="SecretInvalid",
+            hint="a Standard Webhooks secret is 'whsec_' followed by base64"
+            if scheme == "standard-webhooks" else "put the shared secret in it"))
+        return None
+    return {"secret": value}
+
+
+def _is_hmac_secret(value: str) -> bool:
+    if not value.startswith("whsec_"):
+        return False
+    try:
+        return bool(base64.b64decode(value.removeprefix("whsec_"), validate=True))
+    except binascii.Error:
+        return False
 
 
 def _signing_secret(ep: Endpoint, secrets: Mapping[str, Secret],
