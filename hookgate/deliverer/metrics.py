@@ -42,6 +42,14 @@ class Metrics:
         self.in_flight = Gauge(
             "hookgate_deliveries_in_flight", "HTTP deliveries under way in this process.",
             ["gateway", "endpoint"], registry=r)
+        self.inbound_accepted = Counter(
+            "hookgate_inbound_accepted",
+            "Inbound webhook requests verified and answered 2xx (duplicates included).",
+            ["gateway", "source"], registry=r)
+        self.inbound_rejected = Counter(
+            "hookgate_inbound_rejected",
+            "Inbound webhook requests refused, by reason (missing_signature, bad_signature, "
+            "stale_timestamp, ...).", ["gateway", "source", "reason"], registry=r)
         self.config_reloads = Counter(
             "hookgate_config_reloads", "Routing config changes applied, by result (ok, error).",
             ["gateway", "result"], registry=r)
