@@ -7,7 +7,7 @@ config change never tears a delivery in half and never needs a lock.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hookgate.deliverer.signing import secret_key
 from hookgate.model.routing import Router, RoutingConfig
@@ -21,21 +21,27 @@ class Snapshot:
     router: Router
     keys: Mapping[str, tuple[bytes, ...]]  # endpoint key -> HMAC keys of active secrets
     version: int
+    # source key -> what its inbound requests are verified with (Compiled.source_secrets)
+    source_secrets: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 class LiveConfig:
-    def __init__(self, config: RoutingConfig, signing_keys: Mapping[str, tuple[str, ...]]) -> None:
+    def __init__(self, config: RoutingConfig, signing_keys: Mapping[str, tuple[str, ...]],
+                 source_secrets: Mapping[str, Mapping[str, str]] | None = None) -> None:
         self._listeners: list[Callable[[Snapshot], None]] = []
-        self.current = self._snapshot(config, signing_keys, 1)
+        self.current = self._snapshot(config, signing_keys, 1, source_secrets)
 
     @staticmethod
     def _snapshot(config: RoutingConfig, signing_keys: Mapping[str, tuple[str, ...]],
-                  version: int) -> Snapshot:
+                  version: int, source_secrets: Mapping[str, Mapping[str, str]] | None = None
+                  ) -> Snapshot:
         keys = {ep: tuple(secret_key(s) for s in secrets) for ep, secrets in signing_keys.items()}
-        return Snapshot(config, Router(config), keys, version)
+        return Snapshot(config, Router(config), keys, version, dict(source_secrets or {}))
 
-    def update(self, config: RoutingConfig, signing_keys: Mapping[str, tuple[str, ...]]) -> None:
-        self.current = self._snapshot(config, signing_keys, self.current.version + 1)
+    def update(self, config: RoutingConfig, signing_keys: Mapping[str, tuple[str, ...]],
+               source_secrets: Mapping[str, Mapping[str, str]] | None = None) -> None:
+        self.current = self._snapshot(config, signing_keys, self.current.version + 1,
+                                      source_secrets)
         for listener in self._listeners:
             listener(self.current)
 
