@@ -11,13 +11,21 @@ Life of a delivery::
                   │                │ ├──bury─────► dead ──replay──► ready
                   └────release─────┘ └──postpone─► delayed (no attempt counted)
 
+Ordered deliveries (an endpoint with ``ordering``) carry an ordering key: of the unfinished
+deliveries with the same (endpoint, key) only the oldest one is ever handed out; the next
+becomes available when it completes or is buried. Retries and postponements keep the key
+held. A replayed dead letter goes out unordered.
+
+Runtime pauses (410 Gone, auto-disable) are kept in the queue's store, so every process
+sharing the queue sees them; ``resume_endpoint`` lifts one.
+
 A leased delivery whose consumer dies is handed out again once its lease (the visibility
 timeout, longer than any endpoint timeout) expires: that is the at-least-once guarantee.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -28,6 +36,7 @@ __all__ = [
     "Depth",
     "Event",
     "EventRecord",
+    "PausedEndpoint",
     "Queue",
     "QueueUnavailable",
     "delivery_id",
@@ -64,6 +73,7 @@ class Delivery:
     endpoint: str  # endpoint key "namespace/name"
     attempt: int  # 1-based number of the attempt about to be made
     token: str  # the backend's handle on this lease (stream entry id, row id, ...)
+    ordering_key: str | None = None  # deliveries with one key go out one at a time, in order
 
 
 @dataclass(frozen=True)
@@ -99,6 +109,16 @@ class EventRecord:
 
 
 @dataclass(frozen=True)
+class PausedEndpoint:
+    """An endpoint paused at runtime (not by its manifest's ``paused``)."""
+
+    endpoint: str
+    reason: str  # "Gone", "AutoDisabled", ...
+    message: str
+    at: float
+
+
+@dataclass(frozen=True)
 class Depth:
     ready: int  # waiting for a consumer now
     delayed: int  # waiting for a retry time (or a postponement)
@@ -114,8 +134,11 @@ class Queue(Protocol):
     async def close(self) -> None: ...
 
     async def enqueue(self, event: Event, endpoints: Sequence[str], *,
-                      idempotency_ttl: float = 86400.0) -> tuple[str, bool]:
+                      idempotency_ttl: float = 86400.0,
+                      ordering_keys: Mapping[str, str] | None = None) -> tuple[str, bool]:
         """Store ``event`` and one ready delivery per endpoint, atomically and durably.
+
+        ``ordering_keys`` maps endpoints to the event's ordering key for that endpoint.
 
         If ``event.idempotency_key`` was enqueued within ``idempotency_ttl`` seconds, store
         nothing and return ``(original_id, False)``; otherwise ``(event.id, True)``.
@@ -170,6 +193,16 @@ class Queue(Protocol):
     async def purge(self, before: float) -> int:
         """Drop finished events and attempt logs older than ``before``; returns events dropped."""
         ...
+
+    async def pause_endpoint(self, pause: PausedEndpoint) -> bool:
+        """Pause an endpoint for every process; False if it was paused already."""
+        ...
+
+    async def resume_endpoint(self, endpoint: str) -> bool:
+        """Lift a runtime pause; False if the endpoint was not paused."""
+        ...
+
+    async def paused_endpoints(self) -> dict[str, PausedEndpoint]: ...
 
 
 def delivery_id(event_id: str, endpoint: str) -> str:

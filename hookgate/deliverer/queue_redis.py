@@ -35,7 +35,7 @@ import secrets
 import socket
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
@@ -60,6 +60,7 @@ from hookgate.deliverer.queue import (
     Depth,
     Event,
     EventRecord,
+    PausedEndpoint,
     QueueUnavailable,
     delivery_id,
 )
@@ -164,7 +165,15 @@ def _attempt_from_json(raw: bytes) -> Attempt:
 
 
 def _delayed_member(delivery: Delivery, attempt: int) -> str:
-    return json.dumps([delivery.event.id, delivery.endpoint, attempt], ensure_ascii=False)
+    item: list[Any] = [delivery.event.id, delivery.endpoint, attempt]
+    if delivery.ordering_key is not None:
+        item.append(delivery.ordering_key)
+    return json.dumps(item, ensure_ascii=False)
+
+
+def _order_field(endpoint: str, key: str) -> str:
+    """The field of an ordered sequence in the order:busy hash."""
+    return f"{endpoint} {key}"
 
 
 def _event_fields(event: Event) -> list[str | bytes]:
@@ -203,14 +212,31 @@ local function take(stream, group, id)
   redis.call('XACK', stream, group, id)
   redis.call('XDEL', stream, id)
 end
+-- An ordered head finished: the next delivery of its sequence goes to the stream.
+local function release_next(stream, busy, waiting, list, field)
+  local nxt = redis.call('LPOP', list)
+  if nxt then
+    redis.call('DECR', waiting)
+    local d = cjson.decode(nxt)
+    redis.call('HSET', busy, field, d[1] .. '/' .. d[2])
+    redis.call('XADD', stream, '*', 'e', d[1], 'p', d[2], 'a', tostring(d[3]), 'o', d[4])
+  else
+    redis.call('HDEL', busy, field)
+  end
+end
 """
 
-# KEYS stream, event[, idempotency]; ARGV event id, now, idem value, idem ttl ms, retention,
-# number of event field items, event fields..., endpoints...
+# KEYS stream, event, order busy, order waiting[, idempotency], then one wait list per
+# endpoint (the stream again for unordered ones); ARGV event id, now, idem value, idem ttl ms,
+# retention, number of event field items, has idempotency (0/1), event fields..., then
+# (endpoint, ordering key or '') per endpoint
 _ENQUEUE = """
 local id = ARGV[1]
-if KEYS[3] then
-  local held = redis.call('GET', KEYS[3])
+local idem = nil
+if ARGV[7] == '1' then idem = KEYS[5] end
+local lists = 4 + tonumber(ARGV[7])
+if idem then
+  local held = redis.call('GET', idem)
   if held then
     local gap = string.find(held, ' ', 1, true)
     if tonumber(string.sub(held, 1, gap - 1)) > tonumber(ARGV[2]) then
@@ -219,12 +245,26 @@ if KEYS[3] then
   end
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then return {0, id} end
-if KEYS[3] then redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4]) end
+if idem then redis.call('SET', idem, ARGV[3], 'PX', ARGV[4]) end
 local n = tonumber(ARGV[6])
-redis.call('HSET', KEYS[2], unpack(ARGV, 7, 6 + n))
+redis.call('HSET', KEYS[2], unpack(ARGV, 8, 7 + n))
 redis.call('EXPIRE', KEYS[2], ARGV[5])
-for i = 7 + n, #ARGV do
-  redis.call('XADD', KEYS[1], '*', 'e', id, 'p', ARGV[i], 'a', '1')
+local j = 0
+for i = 8 + n, #ARGV, 2 do
+  j = j + 1
+  local endpoint, okey = ARGV[i], ARGV[i + 1]
+  if okey == '' then
+    redis.call('XADD', KEYS[1], '*', 'e', id, 'p', endpoint, 'a', '1')
+  else
+    local field = endpoint .. ' ' .. okey
+    if redis.call('HEXISTS', KEYS[3], field) == 1 then
+      redis.call('RPUSH', KEYS[lists + j], cjson.encode({id, endpoint, 1, okey}))
+      redis.call('INCR', KEYS[4])
+    else
+      redis.call('HSET', KEYS[3], field, id .. '/' .. endpoint)
+      redis.call('XADD', KEYS[1], '*', 'e', id, 'p', endpoint, 'a', '1', 'o', okey)
+    end
+  end
 end
 return {1, id}
 """
@@ -234,18 +274,24 @@ _PROMOTE = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
 for _, m in ipairs(due) do
   local d = cjson.decode(m)
-  redis.call('XADD', KEYS[2], '*', 'e', d[1], 'p', d[2], 'a', tostring(d[3]))
+  if d[4] then
+    redis.call('XADD', KEYS[2], '*', 'e', d[1], 'p', d[2], 'a', tostring(d[3]), 'o', d[4])
+  else
+    redis.call('XADD', KEYS[2], '*', 'e', d[1], 'p', d[2], 'a', tostring(d[3]))
+  end
   redis.call('ZREM', KEYS[1], m)
 end
 local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return {#due, nxt[2] or false}
 """
 
-# KEYS stream, attempts; ARGV group, consumer, entry id, attempt json, retention
+# KEYS stream, attempts[, order busy, order waiting, wait list]; ARGV group, consumer,
+# entry id, attempt json, retention[, order busy field]
 _COMPLETE = _PRELUDE + """
 log_attempt(KEYS[2], ARGV[4], ARGV[5])
 if not owned(KEYS[1], ARGV[1], ARGV[3], ARGV[2]) then return 0 end
 take(KEYS[1], ARGV[1], ARGV[3])
+if ARGV[6] then release_next(KEYS[1], KEYS[3], KEYS[4], KEYS[5], ARGV[6]) end
 return 1
 """
 
@@ -260,15 +306,16 @@ redis.call('EXPIRE', KEYS[3], ARGV[8], 'GT')
 return 1
 """
 
-# KEYS stream, attempts, event, dead letter, dead index, dead-by-endpoint index;
-# ARGV group, consumer, entry id, attempt json or '', retention, dead_at, delivery id,
-# dead letter field pairs...
+# KEYS stream, attempts, event, dead letter, dead index, dead-by-endpoint index[, order busy,
+# order waiting, wait list]; ARGV group, consumer, entry id, attempt json or '', retention,
+# dead_at, delivery id, order busy field or '', dead letter field pairs...
 _BURY = _PRELUDE + """
 log_attempt(KEYS[2], ARGV[4], ARGV[5])
 if not owned(KEYS[1], ARGV[1], ARGV[3], ARGV[2]) then return 0 end
 take(KEYS[1], ARGV[1], ARGV[3])
+if ARGV[8] ~= '' then release_next(KEYS[1], KEYS[7], KEYS[8], KEYS[9], ARGV[8]) end
 redis.call('DEL', KEYS[4])
-redis.call('HSET', KEYS[4], unpack(ARGV, 8))
+redis.call('HSET', KEYS[4], unpack(ARGV, 9))
 local endpoints = redis.call('HGET', KEYS[3], 'n')
 if endpoints then redis.call('HSET', KEYS[4], 'n', endpoints) end
 redis.call('ZADD', KEYS[5], ARGV[6], ARGV[7])
@@ -276,13 +323,19 @@ redis.call('ZADD', KEYS[6], ARGV[6], ARGV[7])
 return 1
 """
 
-# KEYS stream; ARGV group, consumer, then (entry id, event id, endpoint, attempt) per delivery
+# KEYS stream; ARGV group, consumer, then (entry id, event id, endpoint, attempt, ordering
+# key or '') per delivery
 _RELEASE = _PRELUDE + """
 local count = 0
-for i = 3, #ARGV, 4 do
+for i = 3, #ARGV, 5 do
   if owned(KEYS[1], ARGV[1], ARGV[i], ARGV[2]) then
     take(KEYS[1], ARGV[1], ARGV[i])
-    redis.call('XADD', KEYS[1], '*', 'e', ARGV[i + 1], 'p', ARGV[i + 2], 'a', ARGV[i + 3])
+    if ARGV[i + 4] == '' then
+      redis.call('XADD', KEYS[1], '*', 'e', ARGV[i + 1], 'p', ARGV[i + 2], 'a', ARGV[i + 3])
+    else
+      redis.call('XADD', KEYS[1], '*', 'e', ARGV[i + 1], 'p', ARGV[i + 2], 'a', ARGV[i + 3],
+                 'o', ARGV[i + 4])
+    end
     count = count + 1
   end
 end
@@ -521,21 +574,29 @@ class RedisQueue:
     # -- the Queue interface --------------------------------------------------------------
 
     async def enqueue(self, event: Event, endpoints: Sequence[str], *,
-                      idempotency_ttl: float = 86400.0) -> tuple[str, bool]:
+                      idempotency_ttl: float = 86400.0,
+                      ordering_keys: Mapping[str, str] | None = None) -> tuple[str, bool]:
         """Store the event and XADD one entry per endpoint, in one script.
 
         An event id already stored counts as a duplicate too: nothing is stored and
         ``(event.id, False)`` is returned.
         """
         targets = list(dict.fromkeys(endpoints))
+        okeys = ordering_keys or {}
         now = self._clock()
-        keys = [self.keys.stream, self.keys.event(event.id)]
+        keys = [self.keys.stream, self.keys.event(event.id), self.keys.order_busy,
+                self.keys.order_waiting]
         if event.idempotency_key is not None:
             keys.append(self.keys.idempotency(event.idempotency_key))
         fields = [*_event_fields(event), "n", json.dumps(targets)]
         args: list[Any] = [event.id, repr(now), f"{now + idempotency_ttl!r} {event.id}",
                            max(1, int(idempotency_ttl * 1000)), self._ttl(0.0), len(fields),
-                           *fields, *targets]
+                           int(event.idempotency_key is not None), *fields]
+        for endpoint in targets:
+            okey = okeys.get(endpoint)
+            keys.append(self.keys.order_wait(endpoint, okey) if okey is not None
+                        else self.keys.stream)
+            args += [endpoint, okey if okey is not None else ""]
         stored, original = await self._call(
             "enqueuing an event", lambda: self._script(_ENQUEUE, keys, args))
         return original.decode(), bool(stored)
@@ -636,7 +697,8 @@ class RedisQueue:
                 continue
             deliveries.append(Delivery(id=delivery_id(event_id, endpoint), event=event,
                                        endpoint=endpoint, attempt=int(fields[b"a"]),
-                                       token=entry_id.decode()))
+                                       token=entry_id.decode(),
+                                       ordering_key=_text(fields.get(b"o"))))
         if lost:
             async def drop() -> None:
                 async with self._redis.pipeline(transaction=True) as pipe:
@@ -654,9 +716,20 @@ class RedisQueue:
     def _lease_args(self, delivery: Delivery) -> list[Any]:
         return [CONSUMER_GROUP, self.consumer, delivery.token]
 
+    def _order_keys(self, delivery: Delivery) -> tuple[list[str], str]:
+        """The keys a finishing ordered head needs, and its field in order:busy."""
+        if delivery.ordering_key is None:
+            return [], ""
+        return ([self.keys.order_busy, self.keys.order_waiting,
+                 self.keys.order_wait(delivery.endpoint, delivery.ordering_key)],
+                _order_field(delivery.endpoint, delivery.ordering_key))
+
     async def complete(self, delivery: Delivery, attempt: Attempt) -> None:
-        keys = [self.keys.stream, self.keys.attempts(delivery.event.id)]
+        order_keys, order_field = self._order_keys(delivery)
+        keys = [self.keys.stream, self.keys.attempts(delivery.event.id), *order_keys]
         args = [*self._lease_args(delivery), _attempt_json(attempt), self._ttl(0.0)]
+        if order_field:
+            args.append(order_field)
         await self._call("completing a delivery", lambda: self._script(_COMPLETE, keys, args))
 
     async def _delay(self, what: str, delivery: Delivery, attempt: Attempt | None, due: float,
@@ -677,9 +750,10 @@ class RedisQueue:
 
     async def bury(self, delivery: Delivery, attempt: Attempt | None, reason: str) -> None:
         event = delivery.event
+        order_keys, order_field = self._order_keys(delivery)
         keys = [self.keys.stream, self.keys.attempts(event.id), self.keys.event(event.id),
                 self.keys.dead(delivery.id), self.keys.dead_index,
-                self.keys.dead_by_endpoint(delivery.endpoint)]
+                self.keys.dead_by_endpoint(delivery.endpoint), *order_keys]
         now = self._clock()
         made = delivery.attempt if attempt is not None else delivery.attempt - 1
         letter: list[Any] = [*_event_fields(event), "e", event.id, "p", delivery.endpoint,
@@ -688,7 +762,7 @@ class RedisQueue:
             letter += ["x", attempt.error]
         args = [*self._lease_args(delivery),
                 _attempt_json(attempt) if attempt is not None else "", self._ttl(0.0),
-                repr(now), delivery.id, *letter]
+                repr(now), delivery.id, order_field, *letter]
         await self._call("burying a delivery", lambda: self._script(_BURY, keys, args))
 
     async def release(self, deliveries: Sequence[Delivery]) -> None:
@@ -696,7 +770,7 @@ class RedisQueue:
             return
         args: list[Any] = [CONSUMER_GROUP, self.consumer]
         for d in deliveries:
-            args += [d.token, d.event.id, d.endpoint, d.attempt]
+            args += [d.token, d.event.id, d.endpoint, d.attempt, d.ordering_key or ""]
         await self._call("releasing deliveries",
                          lambda: self._script(_RELEASE, [self.keys.stream], args))
 
@@ -712,15 +786,18 @@ class RedisQueue:
                 pipe.zcount(self.keys.delayed, "-inf", now)
                 pipe.zcount(self.keys.delayed, f"({now}", "+inf")
                 pipe.zcard(self.keys.dead_index)
+                pipe.get(self.keys.order_waiting)
                 return await pipe.execute()
 
-        groups, length, due, delayed, dead = await self._call("reading the queue depth", read)
+        groups, length, due, delayed, dead, waiting = await self._call(
+            "reading the queue depth", read)
         group = next((g for g in groups if _text(g["name"]) == CONSUMER_GROUP), None)
         leased = int(group["pending"]) if group is not None else 0
         lag = group.get("lag") if group is not None else None
         # Entries are deleted once acknowledged, so the stream holds exactly the ready and
         # leased deliveries: a fallback for when Redis cannot tell the lag.
         ready = int(due) + (int(lag) if lag is not None else max(0, int(length) - leased))
+        ready += int(waiting or 0)  # ordered deliveries queued behind their sequence's head
         return Depth(ready=ready, delayed=int(delayed), dead=int(dead), leased=leased)
 
     async def event(self, event_id: str) -> EventRecord | None:
@@ -810,6 +887,32 @@ class RedisQueue:
         count = await self._call("replaying dead letters",
                                  lambda: self._script(_REPLAY, keys, args))
         return int(count)
+
+    async def run_script(self, what: str, source: str, keys: Sequence[str],
+                         args: Iterable[Any]) -> Any:
+        """Run a Lua script of another component (the rate limiter) on this connection."""
+        return await self._call(what, lambda: self._script(source, keys, args))
+
+    async def pause_endpoint(self, pause: PausedEndpoint) -> bool:
+        value = json.dumps({"reason": pause.reason, "message": pause.message, "at": pause.at})
+        created = await self._call("pausing an endpoint", lambda: self._redis.hsetnx(
+            self.keys.paused, pause.endpoint, value))
+        return bool(created)
+
+    async def resume_endpoint(self, endpoint: str) -> bool:
+        removed = await self._call("resuming an endpoint", lambda: self._redis.hdel(
+            self.keys.paused, endpoint))
+        return bool(removed)
+
+    async def paused_endpoints(self) -> dict[str, PausedEndpoint]:
+        raw: Any = await self._call("reading paused endpoints",
+                                    lambda: self._redis.hgetall(self.keys.paused))
+        out = {}
+        for name, value in raw.items():
+            endpoint, doc = name.decode(), json.loads(value)
+            out[endpoint] = PausedEndpoint(endpoint=endpoint, reason=doc["reason"],
+                                           message=doc["message"], at=doc["at"])
+        return out
 
     async def purge(self, before: float) -> int:
         """Nothing to do: events and attempt logs expire by TTL in Redis. Always 0."""

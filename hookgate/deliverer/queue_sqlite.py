@@ -32,7 +32,7 @@ import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,6 +44,7 @@ from hookgate.deliverer.queue import (
     Depth,
     Event,
     EventRecord,
+    PausedEndpoint,
     QueueUnavailable,
     delivery_id,
 )
@@ -122,7 +123,26 @@ CREATE TABLE IF NOT EXISTS attempts (
     outcome TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS attempts_event ON attempts(event_id, seq);
+
+CREATE TABLE IF NOT EXISTS paused_endpoints (
+    endpoint TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    message TEXT NOT NULL,
+    at REAL NOT NULL
+);
 """
+
+# Added after the first release: applied to queue files that lack them.
+_MIGRATIONS = (
+    ("deliveries", "okey", "ALTER TABLE deliveries ADD COLUMN okey TEXT"),
+)
+_ORDER_INDEX = ("CREATE INDEX IF NOT EXISTS deliveries_order ON deliveries(endpoint, okey, seq) "
+                "WHERE okey IS NOT NULL")
+# A delivery is available when it is due and, if ordered, no older delivery with the same
+# (endpoint, ordering key) is unfinished: only the head of each sequence is ever handed out.
+_AVAILABLE = ("avail_at <= :now AND (d.okey IS NULL OR NOT EXISTS ("
+              "SELECT 1 FROM deliveries p WHERE p.endpoint = d.endpoint AND p.okey = d.okey "
+              "AND p.seq < d.seq))")
 
 _EVENT_COLUMNS = "id, type, body, accepted_at, source, idempotency_key"
 
@@ -243,6 +263,11 @@ class SQLiteQueue:
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
             conn.execute("PRAGMA busy_timeout=5000")
             conn.executescript(SCHEMA)
+            for table, column, statement in _MIGRATIONS:
+                columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+                if column not in columns:
+                    conn.execute(statement)
+            conn.execute(_ORDER_INDEX)
             released = conn.execute(
                 "UPDATE deliveries SET state = 'ready', avail_at = ?, token = NULL "
                 "WHERE state = 'leased'", (self._clock(),)).rowcount
@@ -319,13 +344,15 @@ class SQLiteQueue:
     # -- the Queue interface --------------------------------------------------------------
 
     async def enqueue(self, event: Event, endpoints: Sequence[str], *,
-                      idempotency_ttl: float = 86400.0) -> tuple[str, bool]:
+                      idempotency_ttl: float = 86400.0,
+                      ordering_keys: Mapping[str, str] | None = None) -> tuple[str, bool]:
         """Store the event and its deliveries in one commit.
 
         An event id already stored counts as a duplicate too: nothing is stored and
         ``(event.id, False)`` is returned, so a client resending its own id is safe.
         """
         targets = list(dict.fromkeys(endpoints))
+        okeys = ordering_keys or {}
 
         def op(conn: sqlite3.Connection) -> tuple[str, bool]:
             now = self._clock()
@@ -346,9 +373,10 @@ class SQLiteQueue:
                 (event.id, event.type, event.body, event.accepted_at, event.source, key,
                  json.dumps(targets), len(targets), None if targets else now))
             conn.executemany(
-                "INSERT INTO deliveries (id, event_id, endpoint, state, attempt, avail_at) "
-                "VALUES (?, ?, ?, 'ready', 1, ?)",
-                [(delivery_id(event.id, ep), event.id, ep, now) for ep in targets])
+                "INSERT INTO deliveries (id, event_id, endpoint, state, attempt, avail_at, okey) "
+                "VALUES (?, ?, ?, 'ready', 1, ?, ?)",
+                [(delivery_id(event.id, ep), event.id, ep, now, okeys.get(ep))
+                 for ep in targets])
             return event.id, True
 
         result = await self._run(op)
@@ -384,13 +412,19 @@ class SQLiteQueue:
                ) -> tuple[list[Delivery], float | None]:
         now = self._clock()
         rows = conn.execute(
-            "UPDATE deliveries SET state = 'leased', avail_at = ?, token = ? || seq "
-            "WHERE seq IN (SELECT seq FROM deliveries WHERE avail_at <= ? "
-            "              ORDER BY avail_at, seq LIMIT ?) "
-            "RETURNING seq, id, event_id, endpoint, attempt, token",
-            (now + self.visibility_timeout, secrets.token_hex(6) + ".", now, limit)).fetchall()
+            "UPDATE deliveries SET state = 'leased', avail_at = :until, token = :token || seq "
+            f"WHERE seq IN (SELECT seq FROM deliveries d WHERE {_AVAILABLE} "
+            "              ORDER BY avail_at, seq LIMIT :limit) "
+            "RETURNING seq, id, event_id, endpoint, attempt, token, okey",
+            {"until": now + self.visibility_timeout, "token": secrets.token_hex(6) + ".",
+             "now": now, "limit": limit}).fetchall()
         if not rows:
-            next_at = conn.execute("SELECT MIN(avail_at) FROM deliveries").fetchone()[0]
+            # Ordered deliveries behind an unfinished head are not due: the head's
+            # completion wakes the fetchers.
+            next_at = conn.execute(
+                "SELECT MIN(avail_at) FROM deliveries d WHERE d.okey IS NULL OR NOT EXISTS ("
+                "SELECT 1 FROM deliveries p WHERE p.endpoint = d.endpoint AND p.okey = d.okey "
+                "AND p.seq < d.seq)").fetchone()[0]
             return [], next_at
         rows.sort()
         event_ids = sorted({row[2] for row in rows})
@@ -398,7 +432,8 @@ class SQLiteQueue:
         events = {row[0]: _event_from_row(row) for row in conn.execute(
             f"SELECT {_EVENT_COLUMNS} FROM events WHERE id IN ({marks})", event_ids)}
         deliveries = [Delivery(id=row[1], event=events[row[2]], endpoint=row[3],
-                               attempt=row[4], token=row[5]) for row in rows]
+                               attempt=row[4], token=row[5], ordering_key=row[6])
+                      for row in rows]
         return deliveries, None
 
     async def complete(self, delivery: Delivery, attempt: Attempt) -> None:
@@ -410,6 +445,8 @@ class SQLiteQueue:
                 _finish_one(conn, delivery.event.id, self._clock())
 
         await self._run(op)
+        if delivery.ordering_key is not None:
+            self._wake()  # the next delivery with this key may go
 
     async def retry(self, delivery: Delivery, attempt: Attempt, due: float) -> None:
         def op(conn: sqlite3.Connection) -> None:
@@ -441,6 +478,8 @@ class SQLiteQueue:
                  attempt.error if attempt is not None else None, self._clock()))
 
         await self._run(op)
+        if delivery.ordering_key is not None:
+            self._wake()
 
     async def postpone(self, delivery: Delivery, due: float) -> None:
         def op(conn: sqlite3.Connection) -> None:
@@ -542,6 +581,33 @@ class SQLiteQueue:
         if count:
             self._wake()
         return count
+
+    async def pause_endpoint(self, pause: PausedEndpoint) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            return conn.execute(
+                "INSERT OR IGNORE INTO paused_endpoints (endpoint, reason, message, at) "
+                "VALUES (?, ?, ?, ?)",
+                (pause.endpoint, pause.reason, pause.message, pause.at)).rowcount > 0
+
+        return await self._run(op)
+
+    async def resume_endpoint(self, endpoint: str) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            return conn.execute("DELETE FROM paused_endpoints WHERE endpoint = ?",
+                                (endpoint,)).rowcount > 0
+
+        resumed = await self._run(op)
+        if resumed:
+            self._wake()
+        return resumed
+
+    async def paused_endpoints(self) -> dict[str, PausedEndpoint]:
+        def op(conn: sqlite3.Connection) -> dict[str, PausedEndpoint]:
+            return {r[0]: PausedEndpoint(endpoint=r[0], reason=r[1], message=r[2], at=r[3])
+                    for r in conn.execute(
+                        "SELECT endpoint, reason, message, at FROM paused_endpoints")}
+
+        return await self._run(op)
 
     async def purge(self, before: float) -> int:
         """Drop events whose deliveries all finished before ``before``, with their attempts.

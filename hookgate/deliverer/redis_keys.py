@@ -19,6 +19,15 @@ Layout for gateway ``G``::
     hookgate:{G}:dead:endpoint:<ep>    zset, the same for one endpoint
     hookgate:{G}:dead:letter:<id>      hash: the dead letter (delivery id <id>), plus a copy
                                        of the event fields so replay works after it expired
+    hookgate:{G}:order:busy            hash, "<endpoint> <ordering key>" -> delivery id of the
+                                       unfinished head of that ordered sequence
+    hookgate:{G}:order:wait:<ep> <k>   list of JSON [event id, endpoint, attempt, key]: the
+                                       deliveries queued behind that head, oldest first
+    hookgate:{G}:order:waiting         integer, how many deliveries wait in those lists
+    hookgate:{G}:paused                hash, endpoint -> JSON {reason, message, at}: runtime
+                                       pauses (410 Gone, auto-disable)
+    hookgate:{G}:ratelimit:<ep>        string, the GCRA theoretical arrival time of endpoint
+                                       <ep>; expires when the bucket is full again
 """
 
 from __future__ import annotations
@@ -73,3 +82,21 @@ class Keys:
 
     def dead_by_endpoint(self, endpoint: str) -> str:
         return f"{self.base}:dead:endpoint:{endpoint}"
+
+    @property
+    def order_busy(self) -> str:
+        return f"{self.base}:order:busy"
+
+    @property
+    def order_waiting(self) -> str:
+        return f"{self.base}:order:waiting"
+
+    def order_wait(self, endpoint: str, key: str) -> str:
+        return f"{self.base}:order:wait:{endpoint} {key}"
+
+    @property
+    def paused(self) -> str:
+        return f"{self.base}:paused"
+
+    def rate_limit(self, endpoint: str) -> str:
+        return f"{self.base}:ratelimit:{endpoint}"

@@ -19,6 +19,7 @@ from hookgate.deliverer.queue import (
     Delivery,
     Depth,
     Event,
+    PausedEndpoint,
     Queue,
     delivery_id,
 )
@@ -323,3 +324,77 @@ async def test_event_without_endpoints_is_kept_but_not_delivered(queue: Queue) -
     assert await queue.fetch(10, wait=0) == []
     record = await queue.event("evt_1")
     assert record is not None and record.endpoints == ()
+
+
+# -- ordered delivery (an endpoint with ordering.key) ------------------------------------------
+
+
+async def test_ordered_deliveries_go_out_one_at_a_time_per_key(queue: Queue) -> None:
+    for n in range(1, 5):  # keys: x y x y
+        await queue.enqueue(event(n), [A, B], ordering_keys={A: "xy"[(n - 1) % 2]})
+    first = await take(queue, 6)  # A's heads of x and y, and all four of B (unordered)
+    assert sorted(d.event.id for d in first if d.endpoint == A) == ["evt_1", "evt_2"]
+    assert {d.ordering_key for d in first if d.endpoint == A} == {"x", "y"}
+    assert all(d.ordering_key is None for d in first if d.endpoint == B)
+    assert await queue.fetch(10, wait=0.1) == []  # evt_3 and evt_4 wait for their heads
+    head_x = next(d for d in first if d.endpoint == A and d.ordering_key == "x")
+    await queue.complete(head_x, outcome(head_x))
+    (nxt,) = await take(queue, 1)
+    assert (nxt.event.id, nxt.ordering_key) == ("evt_3", "x")
+    assert await queue.fetch(10, wait=0.1) == []  # y is still held by evt_2
+
+
+async def test_a_failing_head_holds_back_only_its_own_key(backend: Backend, queue: Queue) -> None:
+    await queue.enqueue(event(1), [A], ordering_keys={A: "k1"})
+    await queue.enqueue(event(2), [A], ordering_keys={A: "k1"})
+    await queue.enqueue(event(3), [A], ordering_keys={A: "k2"})
+    got = await take(queue, 2)
+    head = next(d for d in got if d.event.id == "evt_1")
+    other = next(d for d in got if d.event.id == "evt_3")
+    await queue.retry(head, outcome(head, "retry", 500, "HTTP 500"), due=backend.clock() + 30)
+    await queue.complete(other, outcome(other))
+    assert await queue.fetch(10, wait=0.1) == []  # evt_2 waits behind the retrying head
+    backend.clock.advance(31)
+    (again,) = await take(queue, 1)
+    assert (again.event.id, again.attempt, again.ordering_key) == ("evt_1", 2, "k1")
+    await queue.release([again])  # a graceful stop keeps the key held too
+    (again,) = await take(queue, 1)
+    assert again.event.id == "evt_1"
+    await queue.bury(again, outcome(again, "dead", 500, "HTTP 500"), "Exhausted")
+    (second,) = await take(queue, 1)  # burying the head lets the next one go
+    assert (second.event.id, second.ordering_key) == ("evt_2", "k1")
+    await queue.complete(second, outcome(second))
+    assert await queue.fetch(10, wait=0) == []
+    assert (await queue.depth()).ready == 0
+
+
+async def test_ordered_key_survives_postpone_and_lease_expiry(backend: Backend,
+                                                              queue: Queue) -> None:
+    await queue.enqueue(event(1), [A], ordering_keys={A: "k"})
+    await queue.enqueue(event(2), [A], ordering_keys={A: "k"})
+    (head,) = await take(queue, 1)
+    await queue.postpone(head, due=backend.clock() + 5)
+    assert await queue.fetch(10, wait=0.1) == []
+    backend.clock.advance(5)
+    (head,) = await take(queue, 1)
+    assert head.event.id == "evt_1"
+    other = await backend.other_consumer(queue)
+    (reclaimed,) = await take(other, 1, wait=15)
+    assert (reclaimed.event.id, reclaimed.ordering_key) == ("evt_1", "k")
+    await other.complete(reclaimed, outcome(reclaimed))
+    (second,) = await take(other, 1)
+    assert second.event.id == "evt_2"
+
+
+# -- runtime pauses ------------------------------------------------------------------------------
+
+
+async def test_runtime_pause_is_stored_and_lifted(queue: Queue) -> None:
+    assert await queue.paused_endpoints() == {}
+    pause = PausedEndpoint(endpoint=A, reason="Gone", message="HTTP 410", at=1_700_000_000.0)
+    assert await queue.pause_endpoint(pause) is True
+    assert await queue.pause_endpoint(pause) is False  # already paused: the first reason stays
+    assert await queue.paused_endpoints() == {A: pause}
+    assert await queue.resume_endpoint(A) is True
+    assert await queue.resume_endpoint(A) is False
+    assert await queue.paused_endpoints() == {}
