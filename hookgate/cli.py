@@ -55,6 +55,34 @@ def build_parser() -> argparse.ArgumentParser:
                           "again (default: longest endpoint timeout + 30 s)")
     _log_flags(run)
 
+    deliverer = sub.add_parser("deliverer",
+                               help="run a cluster deliverer: config from the operator")
+    deliverer.add_argument("--gateway", required=(_env("GATEWAY") is None),
+                           default=_env("GATEWAY"),
+                           help="NAMESPACE/NAME of the WebhookGateway [HOOKGATE_GATEWAY]")
+    deliverer.add_argument("--queue", default=_env("QUEUE"),
+                           help="redis://HOST:PORT/DB (the operator sets it) [HOOKGATE_QUEUE]")
+    deliverer.add_argument("--listen", default=_env("LISTEN", "0.0.0.0:8080"),
+                           help="HOST:PORT of the HTTP API [default: 0.0.0.0:8080]")
+    deliverer.add_argument("--kubeconfig", default=None,
+                           help="outside a pod: the kubeconfig to use (default: $KUBECONFIG)")
+    deliverer.add_argument("--concurrency", type=int,
+                           default=int(_env("CONCURRENCY", "256") or 256))
+    deliverer.add_argument("--grace", type=float, default=float(_env("GRACE", "30") or 30))
+    deliverer.add_argument("--visibility-timeout", type=float,
+                           default=float(_env("VISIBILITY_TIMEOUT", "0") or 0))
+    _log_flags(deliverer)
+
+    operator = sub.add_parser("operator", help="run the Kubernetes operator")
+    operator.add_argument("--namespace", action="append", default=[],
+                          help="watch only this namespace (repeat for several; default: all; "
+                               "env HOOKGATE_NAMESPACES, comma-separated)")
+    operator.add_argument("--kubeconfig", default=None,
+                          help="outside a pod: the kubeconfig to use (default: $KUBECONFIG)")
+    operator.add_argument("--liveness", default=_env("LIVENESS", "0.0.0.0:8081"),
+                          help="HOST:PORT of the liveness probe (/healthz) [default: 0.0.0.0:8081]")
+    _log_flags(operator)
+
     send = sub.add_parser("send", help="send an event to a running gateway")
     send.add_argument("--type", required=True, help="event type, e.g. order.created")
     send.add_argument("--data", default="{}", help="event payload as JSON (default: {})")
@@ -112,7 +140,8 @@ def _client_flags(p: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"run": cmd_run, "send": cmd_send, "receive": cmd_receive, "dlq": cmd_dlq,
+    handler = {"run": cmd_run, "deliverer": cmd_deliverer, "operator": cmd_operator,
+               "send": cmd_send, "receive": cmd_receive, "dlq": cmd_dlq,
                "events": cmd_events, "validate": cmd_validate}[args.command]
     try:
         return handler(args)
@@ -125,15 +154,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from hookgate.deliverer.config_files import FileConfig
     from hookgate.deliverer.gateway import Gateway, GatewaySettings
-    from hookgate.deliverer.queue import QueueUnavailable, open_queue
+    from hookgate.deliverer.queue import open_queue
     from hookgate.logs import setup_logging
     from hookgate.model.problems import ManifestError
 
     setup_logging(args.log_level, None if args.log_format == "auto" else args.log_format == "json")
-    host, _, port = args.listen.rpartition(":")
-    if not host or not port.isdigit():
-        print(f"error: --listen {args.listen!r} is not HOST:PORT, e.g. 127.0.0.1:8080",
-              file=sys.stderr)
+    listen = _split_listen(args.listen)
+    if listen is None:
         return 2
     files = FileConfig(args.config, args.data_dir, args.gateway)
     try:
@@ -154,31 +181,104 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    settings = GatewaySettings(host=host, port=int(port), concurrency=args.concurrency,
+    settings = GatewaySettings(host=listen[0], port=listen[1], concurrency=args.concurrency,
                                grace=args.grace)
     gateway = Gateway.create(queue, loaded, settings)
 
-    async def serve() -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+    return asyncio.run(_serve(gateway, files, args.listen))
+
+
+async def _serve(gateway: Any, source: Any, listen: str) -> int:
+    """Run ``gateway`` until SIGTERM/SIGINT, applying config changes from ``source``."""
+    from hookgate.deliverer.queue import QueueUnavailable
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await gateway.start()
+    except QueueUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: cannot listen on {listen}: {exc.strerror}; choose another --listen",
+              file=sys.stderr)
+        return 1
+    watcher = asyncio.create_task(source.watch(gateway.apply, gateway.reject))
+    await stop.wait()
+    watcher.cancel()
+    await gateway.stop()
+    return 0
+
+
+def _split_listen(listen: str) -> tuple[str, int] | None:
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        print(f"error: --listen {listen!r} is not HOST:PORT, e.g. 127.0.0.1:8080",
+              file=sys.stderr)
+        return None
+    return host, int(port)
+
+
+def cmd_deliverer(args: argparse.Namespace) -> int:
+    from hookgate.deliverer.config_cluster import ClusterConfig, ConfigUnavailable
+    from hookgate.deliverer.gateway import Gateway, GatewaySettings
+    from hookgate.deliverer.queue import open_queue
+    from hookgate.kubeclient import load_client
+    from hookgate.logs import setup_logging
+
+    setup_logging(args.log_level, None if args.log_format == "auto" else args.log_format == "json")
+    listen = _split_listen(args.listen)
+    if listen is None:
+        return 2
+    if "/" not in args.gateway:
+        print("error: --gateway takes NAMESPACE/NAME", file=sys.stderr)
+        return 2
+    if not args.queue:
+        print("error: no queue: set HOOKGATE_QUEUE or --queue to the gateway's Redis URL "
+              "(the operator sets it in the deliverer Deployment)", file=sys.stderr)
+        return 2
+    source = ClusterConfig(args.gateway, load_client(args.kubeconfig))
+
+    async def main_() -> int:
         try:
-            await gateway.start()
-        except QueueUnavailable as exc:
+            loaded = await source.load()
+        except ConfigUnavailable as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
-        except OSError as exc:
-            print(f"error: cannot listen on {args.listen}: {exc.strerror}; "
-                  "choose another --listen", file=sys.stderr)
-            return 1
-        watcher = asyncio.create_task(files.watch(gateway.apply, gateway.reject))
-        await stop.wait()
-        watcher.cancel()
-        await gateway.stop()
-        return 0
+        config = loaded.compiled.config
+        visibility = args.visibility_timeout or (
+            max((e.timeout for e in config.endpoints.values()), default=15.0) + 30.0)
+        try:
+            queue = open_queue(args.queue, gateway=args.gateway, visibility_timeout=visibility)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        settings = GatewaySettings(host=listen[0], port=listen[1],
+                                   concurrency=args.concurrency, grace=args.grace)
+        return await _serve(Gateway.create(queue, loaded, settings), source, args.listen)
 
-    return asyncio.run(serve())
+    return asyncio.run(main_())
+
+
+def cmd_operator(args: argparse.Namespace) -> int:
+    import kopf
+
+    from hookgate.logs import setup_logging
+    from hookgate.operator import handlers
+
+    setup_logging(args.log_level, None if args.log_format == "auto" else args.log_format == "json")
+    namespaces = args.namespace or [n for n in (_env("NAMESPACES") or "").split(",") if n]
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig  # kopf's own login reads it too
+    handlers.OPTIONS.update(namespaced=bool(namespaces), kubeconfig=args.kubeconfig)
+    asyncio.run(kopf.operator(
+        clusterwide=not namespaces, namespaces=namespaces,
+        liveness_endpoint=f"http://{args.liveness}/healthz",
+        # One operator replica (Deployment strategy Recreate); no peering objects needed.
+        standalone=True))
+    return 0
 
 
 # --- clients ----------------------------------------------------------------------------

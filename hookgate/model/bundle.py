@@ -14,10 +14,20 @@ from dataclasses import dataclass
 from hookgate.model.compiler import Compiled
 from hookgate.model.routing import RoutingConfig
 
-__all__ = ["CONFIG_KEY", "SECRETS_KEY", "GatewayConfig"]
+__all__ = ["CONFIG_KEY", "SECRETS_KEY", "GatewayConfig", "config_map_name", "secret_name"]
 
 CONFIG_KEY = "routing.json"  # ConfigMap data key
 SECRETS_KEY = "secrets.json"  # Secret data key (stringData; the API stores it base64)
+
+
+def config_map_name(gateway: str) -> str:
+    """The ConfigMap the operator publishes a gateway's routing config in."""
+    return f"hookgate-{gateway}-config"
+
+
+def secret_name(gateway: str) -> str:
+    """The Secret the operator publishes a gateway's signing and API keys in."""
+    return f"hookgate-{gateway}-keys"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,294 @@
+"""Pure ``build_*`` functions: a WebhookGateway (and its compiled config) in, the desired
+child objects out. No I/O here; the handlers apply what these return.
+
+Every child carries an owner reference to its gateway, so deleting the gateway deletes them
+(Kubernetes garbage collection), and the labels of :func:`labels`, so they can be found.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from hookgate import __version__
+from hookgate.deliverer.redis_keys import CONSUMER_GROUP, Keys
+from hookgate.model.bundle import GatewayConfig, config_map_name, secret_name
+from hookgate.model.resources import API_VERSION
+
+__all__ = [
+    "DEFAULT_IMAGE",
+    "Names",
+    "build_children",
+    "build_configmap",
+    "build_deployment",
+    "build_endpoint_secret",
+    "build_keys_secret",
+    "build_pdb",
+    "build_role",
+    "build_role_binding",
+    "build_scaled_object",
+    "build_service",
+    "build_service_account",
+    "labels",
+    "owner_reference",
+]
+
+DEFAULT_IMAGE = f"ghcr.io/hookgate/hookgate:{__version__}"
+HTTP_PORT = 8080
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Names:
+    """Names of a gateway's children, derived in one place."""
+
+    gateway: str
+
+    @property
+    def config(self) -> str:
+        return config_map_name(self.gateway)
+
+    @property
+    def keys(self) -> str:
+        return secret_name(self.gateway)
+
+    @property
+    def deployment(self) -> str:
+        return f"hookgate-{self.gateway}"
+
+    @property
+    def service(self) -> str:
+        return f"hookgate-{self.gateway}"
+
+    @property
+    def account(self) -> str:
+        return f"hookgate-{self.gateway}-deliverer"
+
+    @property
+    def pdb(self) -> str:
+        return f"hookgate-{self.gateway}"
+
+    @property
+    def scaled_object(self) -> str:
+        return f"hookgate-{self.gateway}"
+
+
+def labels(gateway: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "hookgate", "app.kubernetes.io/component": "deliverer",
+            "app.kubernetes.io/instance": gateway, "app.kubernetes.io/managed-by": "hookgate",
+            "hookgate.io/gateway": gateway}
+
+
+def selector(gateway: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "hookgate", "hookgate.io/gateway": gateway}
+
+
+def owner_reference(owner: Mapping[str, Any]) -> Obj:
+    return {"apiVersion": owner.get("apiVersion", API_VERSION), "kind": owner["kind"],
+            "name": owner["metadata"]["name"], "uid": owner["metadata"]["uid"],
+            "controller": True, "blockOwnerDeletion": True}
+
+
+def _meta(gateway: Mapping[str, Any], name: str) -> Obj:
+    gw = gateway["metadata"]["name"]
+    return {"name": name, "namespace": gateway["metadata"]["namespace"], "labels": labels(gw),
+            "ownerReferences": [owner_reference(gateway)]}
+
+
+def build_configmap(gateway: Mapping[str, Any], config: GatewayConfig) -> Obj:
+    names = Names(gateway["metadata"]["name"])
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(gateway, names.config),
+            "data": config.config_data()}
+
+
+def build_keys_secret(gateway: Mapping[str, Any], config: GatewayConfig) -> Obj:
+    names = Names(gateway["metadata"]["name"])
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": _meta(gateway, names.keys), "stringData": config.secret_data()}
+
+
+def build_endpoint_secret(endpoint: Mapping[str, Any], secret: str) -> Obj:
+    """The generated signing Secret of an endpoint that names none; owned by the endpoint."""
+    name = generated_secret_name(endpoint["metadata"]["name"])
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": name, "namespace": endpoint["metadata"]["namespace"],
+                         "labels": {"app.kubernetes.io/managed-by": "hookgate",
+                                    "hookgate.io/endpoint": endpoint["metadata"]["name"]},
+                         "ownerReferences": [owner_reference(endpoint)]},
+            "stringData": {"secret": secret}}
+
+
+def generated_secret_name(endpoint: str) -> str:
+    return f"{endpoint}-hookgate-signing"
+
+
+def config_hash(config: GatewayConfig) -> str:
+    """Changes when the published config does; only for status and debugging, not to restart
+    pods (deliverers apply config changes live)."""
+    data = "".join(config.config_data().values()) + "".join(config.secret_data().values())
+    return hashlib.sha256(data.encode()).hexdigest()[:16]
+
+
+def _queue_env(spec: Mapping[str, Any]) -> list[Obj]:
+    """HOOKGATE_QUEUE for the deliverer; address and password for a KEDA trigger."""
+    redis = (spec.get("queue") or {}).get("redis") or {}
+    if "url" in redis:
+        parts = urlsplit(redis["url"])
+        return [{"name": "HOOKGATE_QUEUE", "value": redis["url"]},
+                {"name": "HOOKGATE_REDIS_ADDRESS",
+                 "value": f"{parts.hostname}:{parts.port or 6379}"}]
+    ref = (redis.get("urlFrom") or {}).get("secretKeyRef") or {}
+    if not ref:
+        return []
+
+    def from_secret(env: str, key: str, optional: bool = False) -> Obj:
+        selector: Obj = {"name": ref["name"], "key": key}
+        if optional:
+            selector["optional"] = True
+        return {"name": env, "valueFrom": {"secretKeyRef": selector}}
+
+    # The Secret's optional `address` and `password` keys serve KEDA's redis-streams trigger.
+    return [from_secret("HOOKGATE_QUEUE", ref.get("key", "url")),
+            from_secret("HOOKGATE_REDIS_ADDRESS", "address", optional=True),
+            from_secret("HOOKGATE_REDIS_PASSWORD", "password", optional=True)]
+
+
+def build_deployment(gateway: Mapping[str, Any], replicas: int) -> Obj:
+    """The deliverer pool. ``replicas`` is what the autoscaler (or spec.replicas) decided."""
+    gw = gateway["metadata"]["name"]
+    namespace = gateway["metadata"]["namespace"]
+    spec = gateway.get("spec") or {}
+    deliverer = spec.get("deliverer") or {}
+    names = Names(gw)
+    container: Obj = {
+        "name": "deliverer",
+        "image": deliverer.get("image") or DEFAULT_IMAGE,
+        "args": ["deliverer", "--gateway", f"{namespace}/{gw}",
+                 "--concurrency", str(deliverer.get("concurrency", 256)),
+                 "--listen", f"0.0.0.0:{HTTP_PORT}"],
+        "env": [*_queue_env(spec), {"name": "HOOKGATE_LOG_FORMAT", "value": "json"}],
+        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"},
+                           "periodSeconds": 5, "failureThreshold": 2},
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"},
+                          "periodSeconds": 10, "failureThreshold": 3},
+        "securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": False,
+                            "readOnlyRootFilesystem": True,
+                            "capabilities": {"drop": ["ALL"]}},
+    }
+    if deliverer.get("resources"):
+        container["resources"] = deliverer["resources"]
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": _meta(gateway, names.deployment),
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector(gw)},
+            # Surge first: a rollout never lowers delivery capacity.
+            "strategy": {"type": "RollingUpdate",
+                         "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {
+                "metadata": {"labels": labels(gw)},
+                "spec": {
+                    "serviceAccountName": names.account,
+                    # Longer than the deliverer's own grace, so in-flight work is finished or
+                    # handed back before the kubelet kills the pod.
+                    "terminationGracePeriodSeconds": 45,
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": 10001,
+                                        "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [container],
+                },
+            },
+        },
+    }
+
+
+def build_service(gateway: Mapping[str, Any]) -> Obj:
+    gw = gateway["metadata"]["name"]
+    return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(gateway, Names(gw).service),
+            "spec": {"selector": selector(gw),
+                     "ports": [{"name": "http", "port": 80, "targetPort": "http",
+                                "protocol": "TCP"}]}}
+
+
+def build_pdb(gateway: Mapping[str, Any]) -> Obj:
+    gw = gateway["metadata"]["name"]
+    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": _meta(gateway, Names(gw).pdb),
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(gw)}}}
+
+
+def build_service_account(gateway: Mapping[str, Any]) -> Obj:
+    gw = gateway["metadata"]["name"]
+    return {"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": _meta(gateway, Names(gw).account)}
+
+
+def build_role(gateway: Mapping[str, Any]) -> Obj:
+    """Deliverers may read exactly their gateway's ConfigMap and Secret, nothing else."""
+    names = Names(gateway["metadata"]["name"])
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": _meta(gateway, names.account),
+            "rules": [
+                {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [names.config],
+                 "verbs": ["get", "list", "watch"]},
+                {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [names.keys],
+                 "verbs": ["get", "list", "watch"]},
+            ]}
+
+
+def build_role_binding(gateway: Mapping[str, Any]) -> Obj:
+    names = Names(gateway["metadata"]["name"])
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": _meta(gateway, names.account),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                        "name": names.account},
+            "subjects": [{"kind": "ServiceAccount", "name": names.account,
+                          "namespace": gateway["metadata"]["namespace"]}]}
+
+
+def build_scaled_object(gateway: Mapping[str, Any]) -> Obj:
+    """KEDA mode: the Builtin policy as a ScaledObject with a redis-streams trigger."""
+    gw = gateway["metadata"]["name"]
+    namespace = gateway["metadata"]["namespace"]
+    spec = gateway.get("spec") or {}
+    scaling = spec.get("autoscaling") or {}
+    redis = (spec.get("queue") or {}).get("redis") or {}
+    # KEDA wants HOST:PORT (and a password) rather than a URL: the deliverer container
+    # carries them as HOOKGATE_REDIS_ADDRESS / HOOKGATE_REDIS_PASSWORD (see _queue_env).
+    keys = Keys(f"{namespace}/{gw}")
+    metadata: Obj = {"stream": keys.stream, "consumerGroup": CONSUMER_GROUP,
+                     "lagCount": str(scaling.get("targetBacklogPerReplica", 500)),
+                     "activationLagCount": "0", "addressFromEnv": "HOOKGATE_REDIS_ADDRESS"}
+    if "urlFrom" in redis:
+        metadata["passwordFromEnv"] = "HOOKGATE_REDIS_PASSWORD"
+    return {
+        "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+        "metadata": _meta(gateway, Names(gw).scaled_object),
+        "spec": {
+            "scaleTargetRef": {"name": Names(gw).deployment},
+            "minReplicaCount": scaling.get("minReplicas", 1),
+            "maxReplicaCount": scaling.get("maxReplicas", 10),
+            "pollingInterval": scaling.get("pollingIntervalSeconds", 5),
+            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": {
+                "scaleDown": {"stabilizationWindowSeconds":
+                              scaling.get("scaleDownStabilizationSeconds", 300)},
+                "scaleUp": {"stabilizationWindowSeconds": 0}}}},
+            "triggers": [{"type": "redis-streams", "metadata": metadata}],
+        },
+    }
+
+
+def build_children(gateway: Mapping[str, Any], config: GatewayConfig, replicas: int
+                   ) -> list[Obj]:
+    """Every child of a gateway, in the order they should be applied."""
+    mode = ((gateway.get("spec") or {}).get("autoscaling") or {}).get("mode", "Builtin")
+    children = [build_service_account(gateway), build_role(gateway), build_role_binding(gateway),
+                build_configmap(gateway, config), build_keys_secret(gateway, config),
+                build_deployment(gateway, replicas), build_service(gateway), build_pdb(gateway)]
+    if mode == "KEDA":
+        children.append(build_scaled_object(gateway))
+    return children

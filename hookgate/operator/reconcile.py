@@ -1,0 +1,365 @@
+"""Reconciling one WebhookGateway: read its namespace, compile, apply children, report.
+
+This is the operator's one loop body. The kopf handlers only decide *when* it runs; what it
+does is here, kept free of kopf so it reads top to bottom: list objects, parse, compile
+(:func:`hookgate.model.compiler.compile_config`, the same as ``hookgate run``), build the
+desired children (pure ``build_*``), apply them, then write every object's status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hookgate.deliverer.queue import Queue, QueueUnavailable, open_queue
+from hookgate.deliverer.signing import generate_secret
+from hookgate.model.bundle import GatewayConfig
+from hookgate.model.compiler import compile_config
+from hookgate.model.problems import ManifestError, Problem
+from hookgate.model.resources import Resource, parse_resource
+from hookgate.operator.autoscale import Policy, Recommendation, decide_replicas
+from hookgate.operator.build import (
+    build_children,
+    build_endpoint_secret,
+    generated_secret_name,
+    selector,
+)
+from hookgate.operator.kube import ApiError, Kube, secret_values
+from hookgate.operator.status import condition, merge_conditions, now_iso, object_status
+
+__all__ = ["GatewayState", "Notify", "Reconciler"]
+
+log = logging.getLogger("hookgate.operator")
+
+#: notify(object, event type "Normal"|"Warning", reason, message): a Kubernetes Event.
+Notify = Callable[[Mapping[str, Any], str, str, str], Awaitable[None]]
+
+
+async def _no_events(obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+    return None
+
+
+@dataclass
+class GatewayState:
+    """What the operator remembers about one gateway between reconciles (in memory)."""
+
+    history: tuple[Recommendation, ...] = ()
+    replicas: int | None = None
+    backlog: int | None = None
+    queue: Queue | None = None
+    queue_url: str | None = None
+    dirty: asyncio.Event = field(default_factory=asyncio.Event)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+def _key(obj: Mapping[str, Any]) -> str:
+    md = obj["metadata"]
+    return f"{obj['kind']} {md['namespace']}/{md['name']}"
+
+
+class Reconciler:
+    def __init__(self, kube: Kube, *, notify: Notify = _no_events,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.kube = kube
+        self.notify = notify
+        self.clock = clock
+        self.states: dict[str, GatewayState] = {}
+
+    def state(self, namespace: str, name: str) -> GatewayState:
+        return self.states.setdefault(f"{namespace}/{name}", GatewayState())
+
+    async def forget(self, namespace: str, name: str) -> None:
+        state = self.states.pop(f"{namespace}/{name}", None)
+        if state is not None and state.queue is not None:
+            await state.queue.close()
+
+    # --- the loop body ---------------------------------------------------------------
+
+    async def reconcile(self, namespace: str, name: str) -> None:
+        state = self.state(namespace, name)
+        async with state.lock:
+            gateway = await self.kube.find("WebhookGateway", namespace, name)
+            if gateway is None:
+                return
+            await self._reconcile(gateway, state)
+
+    async def _reconcile(self, gateway: dict[str, Any], state: GatewayState) -> None:
+        namespace, name = gateway["metadata"]["namespace"], gateway["metadata"]["name"]
+        gw_key = f"{namespace}/{name}"
+        now = now_iso(self.clock())
+        spec = gateway.get("spec") or {}
+        objects = {kind: await self.kube.list(kind, namespace)
+                   for kind in ("WebhookEndpoint", "Subscription", "WebhookSource")}
+        secrets = {s["metadata"]["name"]: s for s in await self.kube.list("Secret", namespace)}
+
+        resources, parse_problems = self._parse(objects, secrets)
+        generated = await self._generated_secrets(objects["WebhookEndpoint"], name, secrets)
+        compiled = compile_config(resources, gw_key, generated)
+        problems: dict[str, list[Problem]] = {}
+        for p in [*parse_problems, *compiled.problems]:
+            problems.setdefault(f"{p.kind} {p.namespace}/{p.name}", []).append(p)
+
+        gateway_problems: list[Problem] = []
+        api_keys = self._api_keys(spec, secrets, gateway_problems)
+        config = GatewayConfig(compiled, api_keys,
+                               (spec.get("ingest") or {}).get("maxBodyBytes"))
+
+        backlog = await self._backlog(gateway, state, secrets, gateway_problems)
+        replicas = await self._replicas(gateway, state, backlog)
+        mode = (spec.get("autoscaling") or {}).get("mode", "Builtin")
+        children = build_children(gateway, config, replicas)
+        if mode == "KEDA":
+            if not await self.kube.has_api("keda.sh/v1alpha1", "scaledobjects"):
+                gateway_problems.append(Problem(
+                    "autoscaling.mode is KEDA but KEDA's ScaledObject API is not installed",
+                    reason="KEDANotInstalled",
+                    hint="install KEDA, or set autoscaling.mode to Builtin"))
+                children = [c for c in children if c["kind"] != "ScaledObject"]
+            for child in children:  # KEDA's HPA owns the replica count
+                if child["kind"] == "Deployment":
+                    del child["spec"]["replicas"]
+        for child in children:
+            try:
+                await self.kube.apply(child)
+            except ApiError as exc:
+                gateway_problems.append(Problem(
+                    f"cannot apply {child['kind']} {child['metadata']['name']}: {exc}",
+                    reason="ApplyFailed", hint="check the operator's RBAC and the object"))
+
+        ready_endpoints = await self._endpoint_statuses(
+            objects["WebhookEndpoint"], name, problems, now, compiled.config.endpoints)
+        ready_subs = await self._subscription_statuses(
+            objects["Subscription"], namespace, problems, now, compiled.config.endpoints)
+        await self._source_statuses(objects["WebhookSource"], name, problems, now)
+        await self._gateway_status(gateway, gateway_problems, problems, now, replicas, backlog,
+                                   ready_endpoints, ready_subs)
+
+    # --- parsing and secrets ------------------------------------------------------------
+
+    @staticmethod
+    def _parse(objects: Mapping[str, list[dict[str, Any]]],
+               secrets: Mapping[str, dict[str, Any]]) -> tuple[list[Resource], list[Problem]]:
+        resources: list[Resource] = []
+        problems: list[Problem] = []
+        for items in [*objects.values(), list(secrets.values())]:
+            for obj in items:
+                if obj.get("metadata", {}).get("deletionTimestamp"):
+                    continue  # being deleted: route nothing to it any more
+                try:
+                    resources.append(parse_resource(obj))
+                except ManifestError as exc:
+                    problems.extend(exc.problems)
+        return resources, problems
+
+    async def _generated_secrets(self, endpoints: Sequence[dict[str, Any]], gateway: str,
+                                 secrets: dict[str, dict[str, Any]]) -> dict[str, str]:
+        """Ensure every secret-less endpoint of this gateway has its generated Secret."""
+        out: dict[str, str] = {}
+        for ep in endpoints:
+            spec = ep.get("spec") or {}
+            if spec.get("secretRef") or (spec.get("gatewayRef") or {}).get("name",
+                                                                          "default") != gateway:
+                continue
+            md = ep["metadata"]
+            secret_name = generated_secret_name(md["name"])
+            existing = secrets.get(secret_name)
+            value = secret_values(existing).get("secret") if existing else None
+            if not value:
+                value = generate_secret()
+                obj = build_endpoint_secret(ep, value)
+                try:
+                    await self.kube.create(obj)
+                    await self.notify(ep, "Normal", "SecretGenerated",
+                                      f"generated signing secret in Secret {secret_name}")
+                except ApiError as exc:
+                    if exc.status != 409:
+                        raise
+                    value = secret_values(await self.kube.get(
+                        "Secret", md["namespace"], secret_name)).get("secret", "")
+            out[f"{md['namespace']}/{md['name']}"] = value
+        return out
+
+    @staticmethod
+    def _api_keys(spec: Mapping[str, Any], secrets: Mapping[str, dict[str, Any]],
+                  problems: list[Problem]) -> tuple[str, ...]:
+        ref = (((spec.get("ingest") or {}).get("apiKeysFrom") or {}).get("secretRef") or {})
+        if not ref.get("name"):
+            return ()
+        secret = secrets.get(ref["name"])
+        if secret is None:
+            problems.append(Problem(
+                f"Secret {ref['name']!r} for ingest API keys does not exist",
+                reason="SecretMissing", field="spec.ingest.apiKeysFrom.secretRef.name",
+                hint="create it; each value is one API key"))
+            return ()
+        return tuple(v.strip() for v in secret_values(secret).values() if v.strip())
+
+    # --- queue and replicas ---------------------------------------------------------------
+
+    def _queue_url(self, spec: Mapping[str, Any], secrets: Mapping[str, dict[str, Any]],
+                   problems: list[Problem]) -> str | None:
+        redis = (spec.get("queue") or {}).get("redis") or {}
+        if redis.get("url"):
+            return str(redis["url"])
+        ref = (redis.get("urlFrom") or {}).get("secretKeyRef") or {}
+        if not ref:
+            return None
+        secret = secrets.get(ref.get("name", ""))
+        value = secret_values(secret).get(ref.get("key", "url")) if secret else None
+        if not value:
+            problems.append(Problem(
+                f"Secret {ref.get('name')!r} with key {ref.get('key', 'url')!r} for the queue "
+                "URL does not exist", reason="SecretMissing",
+                field="spec.queue.redis.urlFrom.secretKeyRef",
+                hint="create the Secret with the Redis URL"))
+        return value
+
+    async def _backlog(self, gateway: Mapping[str, Any], state: GatewayState,
+                       secrets: Mapping[str, dict[str, Any]], problems: list[Problem]
+                       ) -> int | None:
+        """Deliveries waiting (ready now, retries due); None when the queue cannot be read."""
+        namespace, name = gateway["metadata"]["namespace"], gateway["metadata"]["name"]
+        url = self._queue_url(gateway.get("spec") or {}, secrets, problems)
+        if url is None:
+            return None
+        if url != state.queue_url:
+            if state.queue is not None:
+                await state.queue.close()
+            state.queue, state.queue_url = None, url
+        try:
+            if state.queue is None:
+                queue = open_queue(url, gateway=f"{namespace}/{name}")
+                await queue.open()
+                state.queue = queue
+            depth = await state.queue.depth()
+        except (QueueUnavailable, ValueError) as exc:
+            problems.append(Problem(f"cannot read the queue: {exc}", reason="QueueUnreachable",
+                                    hint="check spec.queue and that Redis is reachable from "
+                                         "the operator"))
+            return None
+        state.backlog = depth.ready
+        return depth.ready
+
+    async def _replicas(self, gateway: Mapping[str, Any], state: GatewayState,
+                        backlog: int | None) -> int:
+        spec = gateway.get("spec") or {}
+        scaling = spec.get("autoscaling") or {}
+        mode = scaling.get("mode", "Builtin")
+        if mode != "Builtin":
+            return int(spec.get("replicas") or scaling.get("minReplicas", 1))
+        policy = Policy.from_spec(scaling)
+        current = state.replicas
+        if current is None:
+            deployment = await self.kube.find("Deployment", gateway["metadata"]["namespace"],
+                                              f"hookgate-{gateway['metadata']['name']}")
+            current = int((deployment or {}).get("spec", {}).get("replicas")
+                          or policy.min_replicas)
+        if backlog is None:  # blind: keep what runs, within the bounds
+            return min(policy.max_replicas, max(policy.min_replicas, current))
+        decision = decide_replicas(backlog, current, policy, self.clock(), state.history)
+        state.history = decision.history
+        if decision.replicas != current:
+            direction = "up" if decision.replicas > current else "down"
+            await self.notify(gateway, "Normal", "Scaled",
+                              f"scaled {direction} from {current} to {decision.replicas} "
+                              f"replicas (backlog {backlog}, target "
+                              f"{policy.target_backlog} per replica)")
+            log.info("gateway %s/%s: %d -> %d replicas (backlog %d)",
+                     gateway["metadata"]["namespace"], gateway["metadata"]["name"], current,
+                     decision.replicas, backlog)
+        state.replicas = decision.replicas
+        return decision.replicas
+
+    # --- status ----------------------------------------------------------------------------
+
+    async def _endpoint_statuses(self, endpoints: Sequence[dict[str, Any]], gateway: str,
+                                 problems: Mapping[str, list[Problem]], now: str,
+                                 compiled: Mapping[str, Any]) -> int:
+        ready = 0
+        for ep in endpoints:
+            spec = ep.get("spec") or {}
+            if (spec.get("gatewayRef") or {}).get("name", "default") != gateway:
+                continue
+            found = problems.get(_key(ep), [])
+            extra: dict[str, Any] = {}
+            if not spec.get("secretRef"):
+                extra["secretName"] = generated_secret_name(ep["metadata"]["name"])
+            status = object_status(ep, found, now, "the endpoint is in its gateway's config",
+                                   **extra)
+            ready += not found
+            await self._write_status(ep, status)
+        return ready
+
+    async def _subscription_statuses(self, subs: Sequence[dict[str, Any]], namespace: str,
+                                     problems: Mapping[str, list[Problem]], now: str,
+                                     endpoints: Mapping[str, Any]) -> int:
+        ready = 0
+        for sub in subs:
+            found = problems.get(_key(sub), [])
+            target = f"{namespace}/{((sub.get('spec') or {}).get('endpointRef') or {}).get('name')}"
+            if not found and target not in endpoints:
+                continue  # routed by another gateway, which reports on it
+            status = object_status(sub, found, now, f"routes to endpoint {target}")
+            ready += not found
+            await self._write_status(sub, status)
+        return ready
+
+    async def _source_statuses(self, sources: Sequence[dict[str, Any]], gateway: str,
+                               problems: Mapping[str, list[Problem]], now: str) -> None:
+        for src in sources:
+            spec = src.get("spec") or {}
+            if (spec.get("gatewayRef") or {}).get("name", "default") != gateway:
+                continue
+            await self._write_status(src, object_status(src, problems.get(_key(src), []), now,
+                                                        "the source is in its gateway's config"))
+
+    async def _write_status(self, obj: Mapping[str, Any], status: dict[str, Any]) -> None:
+        old = obj.get("status") or {}
+        if all(old.get(k) == v for k, v in status.items()):
+            return  # unchanged: write nothing, wake no watcher
+        md = obj["metadata"]
+        await self.kube.patch_status(obj["kind"], md["namespace"], md["name"], status)
+        before: Mapping[str, Any] = next(
+            (c for c in old.get("conditions", []) if c.get("type") == "Ready"), {})
+        after = next(c for c in status["conditions"] if c["type"] == "Ready")
+        if before.get("status") != after["status"] or before.get("reason") != after["reason"]:
+            await self.notify(obj, "Normal" if after["status"] == "True" else "Warning",
+                              after["reason"], after["message"])
+
+    async def _gateway_status(self, gateway: dict[str, Any], own: Sequence[Problem],
+                              problems: Mapping[str, list[Problem]], now: str, replicas: int,
+                              backlog: int | None, ready_endpoints: int, ready_subs: int
+                              ) -> None:
+        md = gateway["metadata"]
+        generation = int(md.get("generation") or 0)
+        if own:
+            ready = condition("Ready", False, own[0].reason,
+                              "; ".join(p.message + (f" ({p.hint})" if p.hint else "")
+                                        for p in own), generation, now)
+        else:
+            ready = condition("Ready", True, "Reconciled", "children applied", generation, now)
+        broken = sorted(k for k, v in problems.items() if v)
+        degraded = condition("Degraded", bool(broken),
+                             "ObjectsInvalid" if broken else "AllObjectsValid",
+                             ("invalid: " + ", ".join(broken)) if broken else
+                             "every endpoint, subscription and source is valid",
+                             generation, now)
+        deployment = await self.kube.find("Deployment", md["namespace"],
+                                          f"hookgate-{md['name']}")
+        status = {
+            "conditions": merge_conditions((gateway.get("status") or {}).get("conditions"),
+                                           [ready, degraded]),
+            "observedGeneration": generation,
+            "replicas": int(((deployment or {}).get("status") or {}).get("replicas") or 0),
+            "desiredReplicas": replicas,
+            "endpoints": ready_endpoints,
+            "subscriptions": ready_subs,
+            "selector": ",".join(f"{k}={v}" for k, v in selector(md["name"]).items()),
+        }
+        if backlog is not None:
+            status["backlog"] = backlog
+        await self._write_status(gateway, status)
