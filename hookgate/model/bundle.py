@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
-from hookgate.model.compiler import Compiled
+from hookgate.model.compiler import Compiled, EndpointAuth
 from hookgate.model.routing import RoutingConfig
 
 __all__ = ["CONFIG_KEY", "SECRETS_KEY", "GatewayConfig", "config_map_name", "secret_name"]
@@ -46,7 +46,11 @@ class GatewayConfig:
 
     def secret_data(self) -> dict[str, str]:
         """The Secret's data, in plain text (for ``stringData``)."""
-        doc = {"signingKeys": {k: list(v) for k, v in sorted(self.compiled.signing_keys.items())},
+        compiled = self.compiled
+        doc = {"signingKeys": {k: list(v) for k, v in sorted(compiled.signing_keys.items())},
+               "endpointAuth": {k: {f: v for f, v in asdict(a).items() if v is not None}
+                                for k, a in sorted(compiled.endpoint_auth.items())},
+               "sourceSecrets": {k: dict(v) for k, v in sorted(compiled.source_secrets.items())},
                "apiKeys": list(self.api_keys)}
         return {SECRETS_KEY: json.dumps(doc, sort_keys=True)}
 
@@ -60,6 +64,10 @@ class GatewayConfig:
             secrets = json.loads(secret_data[SECRETS_KEY])
         except KeyError as exc:
             raise ValueError(f"published gateway config lacks {exc.args[0]!r}") from None
-        keys = {k: tuple(v) for k, v in secrets.get("signingKeys", {}).items()}
-        compiled = Compiled(config=config, signing_keys=keys)
+        compiled = Compiled(
+            config=config,
+            signing_keys={k: tuple(v) for k, v in secrets.get("signingKeys", {}).items()},
+            endpoint_auth={k: EndpointAuth(**v)
+                           for k, v in secrets.get("endpointAuth", {}).items()},
+            source_secrets={k: dict(v) for k, v in secrets.get("sourceSecrets", {}).items()})
         return cls(compiled, tuple(secrets.get("apiKeys", ())), settings.get("maxBodyBytes"))

@@ -122,3 +122,15 @@ def test_object_status_names_the_reason_and_generation() -> None:
         ("False", "EndpointNotFound", 4)
     assert ready["message"] == "spec.endpointRef.name: endpoint 'x' does not exist (create it)"
     assert status["observedGeneration"] == 4
+
+
+def test_published_secret_carries_endpoint_auth_and_source_secrets() -> None:
+    from hookgate.model.compiler import EndpointAuth
+
+    compiled = Compiled(CONFIG.compiled.config, CONFIG.compiled.signing_keys,
+                        endpoint_auth={"shop/a": EndpointAuth(authorization="Bearer t",
+                                                              ca_bundle="PEM")},
+                        source_secrets={"shop/github": {"secret": "s3cret"}})
+    config = GatewayConfig(compiled, ("k",), 1024)
+    assert "s3cret" not in "".join(config.config_data().values())
+    assert GatewayConfig.from_data(config.config_data(), config.secret_data()) == config
