@@ -118,6 +118,16 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--output", choices=("text", "json"), default="text")
     _client_flags(show)
 
+    endpoints = sub.add_parser("endpoints", help="runtime state of endpoints; resume paused ones")
+    ep_sub = endpoints.add_subparsers(dest="endpoints_command", required=True, metavar="ACTION")
+    ep_list = ep_sub.add_parser("list", help="endpoints with their pause and circuit state")
+    ep_list.add_argument("--output", choices=("text", "json"), default="text")
+    _client_flags(ep_list)
+    ep_resume = ep_sub.add_parser(
+        "resume", help="resume an endpoint paused at runtime (410 Gone, auto-disable)")
+    ep_resume.add_argument("name", help="NAME or NAMESPACE/NAME")
+    _client_flags(ep_resume)
+
     validate = sub.add_parser("validate", help="check manifests offline (for GitOps CI)")
     validate.add_argument("paths", nargs="+", help="files or directories of manifests")
     validate.add_argument("--output", choices=("text", "json"), default="text")
@@ -142,7 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = {"run": cmd_run, "deliverer": cmd_deliverer, "operator": cmd_operator,
                "send": cmd_send, "receive": cmd_receive, "dlq": cmd_dlq,
-               "events": cmd_events, "validate": cmd_validate}[args.command]
+               "events": cmd_events, "endpoints": cmd_endpoints,
+               "validate": cmd_validate}[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:
@@ -181,8 +192,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from hookgate.deliverer.network_guard import LOOPBACK_CIDRS
+
+    # On one machine the receiver is usually local: loopback is allowed on top of the
+    # gateway's network.allowCIDRs (the cluster deliverer allows only those).
     settings = GatewaySettings(host=listen[0], port=listen[1], concurrency=args.concurrency,
-                               grace=args.grace)
+                               grace=args.grace, extra_allow_cidrs=LOOPBACK_CIDRS)
     gateway = Gateway.create(queue, loaded, settings)
 
     return asyncio.run(_serve(gateway, files, args.listen))
@@ -393,6 +408,27 @@ def cmd_events(args: argparse.Namespace) -> int:
         result = a["status"] if a["status"] is not None else "-"
         print(f"  {when(a['at'])}  {a['endpoint']}  attempt {a['attempt']}  status {result}  "
               f"{a['duration'] * 1000:.0f} ms  {a['outcome']}  {a.get('error') or ''}")
+    return 0
+
+
+def cmd_endpoints(args: argparse.Namespace) -> int:
+    if args.endpoints_command == "resume":
+        status, doc = _call(args, "POST", f"/v1/endpoints/{args.name}/resume", {})
+        if status != 200:
+            return _fail(status, doc)
+        print(f"resumed {doc['endpoint']}" if doc["resumed"]
+              else f"{doc['endpoint']} was not paused at runtime")
+        return 0
+    status, doc = _call(args, "GET", "/v1/endpoints")
+    if status != 200:
+        return _fail(status, doc)
+    if args.output == "json":
+        print(json.dumps(doc["items"], indent=2))
+        return 0
+    for e in doc["items"]:
+        paused = f"paused ({e['pausedBy']})" if e["paused"] else "active"
+        print(f"{e['endpoint']}  {paused}  circuit={e['circuit']}  {e['url']}"
+              + (f"  {e['pauseMessage']}" if e.get("pauseMessage") else ""))
     return 0
 
 

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -37,6 +38,9 @@ class GatewaySettings:
     grace: float = 30.0  # seconds in-flight deliveries get to finish on SIGTERM
     retention: float = 7 * 24 * 3600  # how long the attempt log keeps finished events
     ingest: IngestSettings = field(default_factory=IngestSettings)
+    # SSRF guard exceptions on top of the gateway's network.allowCIDRs (`hookgate run`
+    # allows loopback, so a local receiver works)
+    extra_allow_cidrs: tuple[str, ...] = ()
 
 
 class Gateway:
@@ -64,7 +68,8 @@ class Gateway:
                           settings=self.settings.ingest, ready=lambda: self.ready,
                           clock=self.clock)
         add_admin_routes(app, queue=self.queue, namespace=namespace,
-                         api_keys=self.settings.ingest.api_keys)
+                         api_keys=self.settings.ingest.api_keys,
+                         endpoint_states=self.endpoint_states, resume=self.dispatcher.resume)
         return app
 
     @classmethod
@@ -83,9 +88,17 @@ class Gateway:
             log.info("config applied: %d endpoints, %d subscriptions",
                      len(config.compiled.config.endpoints),
                      len(config.compiled.config.subscriptions))
+        self.live.set_endpoint_auth(config.compiled.endpoint_auth)
+        self.sender.set_allowed((*config.compiled.config.allow_cidrs,
+                                 *self.settings.extra_allow_cidrs))
         self.settings.ingest.api_keys = config.api_keys
         if config.max_body_bytes:
             self.settings.ingest.max_body_bytes = config.max_body_bytes
+
+    async def endpoint_states(self) -> dict[str, Any]:
+        """Runtime state of each endpoint (pauses as stored now, circuits of this process)."""
+        await self.dispatcher.refresh_pauses()
+        return self.dispatcher.endpoint_states()
 
     def reject(self, error: Exception) -> None:
         """A config change that could not be applied: counted; the source logged why."""

@@ -54,6 +54,25 @@ class Metrics:
             "hookgate_config_reloads", "Routing config changes applied, by result (ok, error).",
             ["gateway", "result"], registry=r)
 
+        self.circuit_state = Gauge(
+            "hookgate_circuit_state",
+            "Circuit breaker of each endpoint in this process: 0 closed, 1 half-open, 2 open.",
+            ["gateway", "endpoint"], registry=r)
+        self.endpoint_paused = Gauge(
+            "hookgate_endpoint_paused",
+            "1 while an endpoint is paused at runtime (410 Gone, auto-disable), else 0.",
+            ["gateway", "endpoint"], registry=r)
+        self.postponed = Counter(
+            "hookgate_deliveries_postponed",
+            "Deliveries handed back without an attempt, by reason (paused, circuit_open, "
+            "saturated, rate_limited).",
+            ["gateway", "endpoint", "reason"], registry=r)
+        self.filter_errors = Counter(
+            "hookgate_filter_errors",
+            "Events a subscription's CEL filter (or an endpoint's ordering key) could not be "
+            "evaluated on; a failing filter counts as no match.",
+            ["gateway", "subscription"], registry=r)
+
     def set_depth(self, depth: Depth) -> None:
         for state in ("ready", "delayed", "leased", "dead"):
             self.queue_depth.labels(self.gateway, state).set(getattr(depth, state))

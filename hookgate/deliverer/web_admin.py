@@ -1,4 +1,4 @@
-"""The admin side of the HTTP API: the attempt log and dead letters.
+"""The admin side of the HTTP API: the attempt log, dead letters and endpoint runtime state.
 
 ``hookgate events show`` and ``hookgate dlq ...`` are thin clients of these routes, so they
 work the same against the embedded queue and Redis, locally and in a cluster.
@@ -7,7 +7,7 @@ work the same against the embedded queue and Redis, locally and in a cluster.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import asdict
 from typing import Any
 
@@ -20,7 +20,9 @@ __all__ = ["add_admin_routes"]
 
 
 def add_admin_routes(app: web.Application, *, queue: Queue, namespace: str,
-                     api_keys: Collection[str]) -> None:
+                     api_keys: Collection[str],
+                     endpoint_states: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+                     resume: Callable[[str], Awaitable[bool]] | None = None) -> None:
     def endpoint_key(name: str | None) -> str | None:
         if not name:
             return None
@@ -28,7 +30,7 @@ def add_admin_routes(app: web.Application, *, queue: Queue, namespace: str,
 
     @web.middleware
     async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
-        if request.path.startswith(("/v1/events/", "/v1/dead-letters")):
+        if request.path.startswith(("/v1/events/", "/v1/dead-letters", "/v1/endpoints")):
             denied = check_api_key(request, api_keys)
             if denied is not None:
                 return denied
@@ -81,7 +83,25 @@ def add_admin_routes(app: web.Application, *, queue: Queue, namespace: str,
                                    all=body.get("all") is True)
         return web.json_response({"requeued": count})
 
+    async def list_endpoints(request: web.Request) -> web.Response:
+        assert endpoint_states is not None
+        states = await endpoint_states()
+        return web.json_response({"items": list(states.values())})
+
+    async def resume_endpoint(request: web.Request) -> web.Response:
+        assert endpoint_states is not None and resume is not None
+        key = endpoint_key(request.match_info["name"])
+        assert key is not None
+        if key not in await endpoint_states():
+            return error_response(404, "not_found", f"no endpoint {key!r} in this gateway; "
+                                  "`hookgate endpoints list` shows them")
+        resumed = await resume(key)
+        return web.json_response({"endpoint": key, "resumed": resumed})
+
     app.middlewares.append(guard)
+    if endpoint_states is not None:
+        app.router.add_get("/v1/endpoints", list_endpoints)
+        app.router.add_post("/v1/endpoints/{name:.+}/resume", resume_endpoint)
     app.router.add_get("/v1/events/{id}", get_event)
     app.router.add_get("/v1/dead-letters", list_dead)
     app.router.add_post("/v1/dead-letters/replay", replay)

@@ -14,9 +14,11 @@ from aiohttp import web
 from hookgate.deliverer.event import BadEvent, build_event, parse_ingest
 from hookgate.deliverer.live_config import LiveConfig
 from hookgate.deliverer.metrics import Metrics
-from hookgate.deliverer.queue import Queue, QueueUnavailable
+from hookgate.deliverer.queue import Event, Queue, QueueUnavailable
+from hookgate.model.expressions import activation
+from hookgate.model.routing import Route
 
-__all__ = ["IngestSettings", "add_ingest_routes", "error_response"]
+__all__ = ["IngestSettings", "add_ingest_routes", "error_response", "route_event"]
 
 log = logging.getLogger("hookgate.ingest")
 
@@ -53,6 +55,29 @@ def check_api_key(request: web.Request, keys: Collection[str]) -> web.Response |
     return None
 
 
+_reported: set[tuple[int, str]] = set()  # (id of a Router, subscription) already logged
+
+
+def route_event(live: LiveConfig, metrics: Metrics, event: Event, data: Any) -> Route:
+    """Where ``event`` goes: type globs, then CEL filters, with ordering keys.
+
+    A filter that cannot be evaluated on the event counts as no match; it is counted in
+    ``hookgate_filter_errors_total`` and logged once per subscription and config.
+    """
+    router = live.current.router
+    route = router.route(event.type, event.source, activation(
+        type=event.type, data=data, source=event.source, id=event.id, time=event.accepted_at))
+    for subject, message in route.errors:
+        metrics.filter_errors.labels(metrics.gateway, subject).inc()
+        if (id(router), subject) not in _reported:
+            if len(_reported) > 10_000:
+                _reported.clear()
+            _reported.add((id(router), subject))
+            log.warning("%s could not be evaluated on event %s (%s): %s; counted as no match "
+                        "(logged once per config)", subject, event.id, event.type, message)
+    return route
+
+
 def add_ingest_routes(app: web.Application, *, queue: Queue, live: LiveConfig,
                       metrics: Metrics, settings: IngestSettings,
                       ready: Callable[[], bool], clock: Callable[[], float] = time.time) -> None:
@@ -80,10 +105,12 @@ def add_ingest_routes(app: web.Application, *, queue: Queue, live: LiveConfig,
             extra = {"field": exc.field} if exc.field else {}
             return error_response(400, "invalid_event", str(exc), **extra)
         event = build_event(req, clock())
-        endpoints = live.current.router.endpoints(event.type, event.source)
+        route = route_event(live, metrics, event, req.data)
+        endpoints = route.endpoints
         try:
             event_id, created = await queue.enqueue(event, endpoints,
-                                                    idempotency_ttl=settings.idempotency_ttl)
+                                                    idempotency_ttl=settings.idempotency_ttl,
+                                                    ordering_keys=route.ordering_keys)
         except QueueUnavailable as exc:
             metrics.events_rejected.labels(gw, "queue_unavailable").inc()
             log.error("event refused, queue unavailable: %s", exc)

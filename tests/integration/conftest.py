@@ -14,6 +14,7 @@ import pytest
 
 from hookgate.deliverer.config_files import FileConfig
 from hookgate.deliverer.gateway import Gateway, GatewaySettings
+from hookgate.deliverer.network_guard import LOOPBACK_CIDRS
 from hookgate.deliverer.queue import open_queue
 from tests.receiver import Recorder
 
@@ -93,7 +94,7 @@ async def start_gateway(tmp_path: Path, queue_url: str) -> AsyncIterator[StartGa
     running: list[tuple[Running, asyncio.Task[None]]] = []
 
     async def start(manifests: str, *, concurrency: int = 32, grace: float = 5.0,
-                    visibility_timeout: float = 10.0) -> Running:
+                    visibility_timeout: float = 10.0, allow_loopback: bool = True) -> Running:
         config_dir = tmp_path / "config"
         config_dir.mkdir(exist_ok=True)
         (config_dir / "manifests.yaml").write_text(manifests)
@@ -102,7 +103,9 @@ async def start_gateway(tmp_path: Path, queue_url: str) -> AsyncIterator[StartGa
         loaded = files.load()
         queue = open_queue(queue_url, gateway=loaded.compiled.config.gateway,
                            visibility_timeout=visibility_timeout)
-        settings = GatewaySettings(port=0, concurrency=concurrency, grace=grace)
+        # like `hookgate run`, which allows loopback so local receivers work
+        settings = GatewaySettings(port=0, concurrency=concurrency, grace=grace,
+                                   extra_allow_cidrs=LOOPBACK_CIDRS if allow_loopback else ())
         gateway = Gateway.create(queue, loaded, settings)
         await gateway.start()
 
