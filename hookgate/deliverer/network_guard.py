@@ -71,9 +71,7 @@ def classify(address: str | IPAddress) -> str | None:
         if inner is None and ip in ipaddress.ip_network("64:ff9b::/96"):
             inner = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         if inner is not None:
-            reason = classify(inner)
-            if reason is not None:
-                return reason
+            return classify(inner)
     if ip in METADATA_ADDRESSES:
         return "a cloud metadata address"
     if ip.is_unspecified:
