@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 __all__ = [
+    "MESSAGE_PREFIX",
     "Attempt",
     "DeadLetter",
     "Delivery",
@@ -99,6 +100,8 @@ class DeadLetter:
     reason: str  # "Exhausted", "EndpointDeleted", "Gone", ...
     error: str | None
     dead_at: float
+    # a broker message kept by bury_message: its headers (endpoint is then the source key)
+    headers: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,17 @@ class Queue(Protocol):
         """Hand leased deliveries back as ready now, attempts unchanged (graceful shutdown)."""
         ...
 
+    async def bury_message(self, source: str, reason: str, raw: bytes,
+                           headers: Mapping[str, str], error: str | None = None) -> str:
+        """Keep a broker message that cannot become an event as a dead letter of ``source``.
+
+        The raw bytes are stored as the body of an event ``msg_...`` (``event()`` shows it)
+        and the headers with the dead letter; ``dead_letters(source)`` lists it with
+        ``endpoint`` = the source key. It is not replayable: fix the producer and publish
+        again. Returns the dead letter's id.
+        """
+        ...
+
     async def depth(self) -> Depth: ...
 
     async def event(self, event_id: str) -> EventRecord | None:
@@ -203,6 +217,10 @@ class Queue(Protocol):
         ...
 
     async def paused_endpoints(self) -> dict[str, PausedEndpoint]: ...
+
+
+#: Prefix of the event ids of broker messages kept as dead letters (never replayed).
+MESSAGE_PREFIX = "msg_"
 
 
 def delivery_id(event_id: str, endpoint: str) -> str:

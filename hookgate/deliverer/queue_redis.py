@@ -53,7 +53,9 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from hookgate.deliverer.event import new_event_id
 from hookgate.deliverer.queue import (
+    MESSAGE_PREFIX,
     Attempt,
     DeadLetter,
     Delivery,
@@ -765,6 +767,29 @@ class RedisQueue:
                 repr(now), delivery.id, order_field, *letter]
         await self._call("burying a delivery", lambda: self._script(_BURY, keys, args))
 
+    async def bury_message(self, source: str, reason: str, raw: bytes,
+                           headers: Mapping[str, str], error: str | None = None) -> str:
+        now = self._clock()
+        event_id = MESSAGE_PREFIX + new_event_id(now).removeprefix("evt_")
+        letter_id = delivery_id(event_id, source)
+        fields: list[Any] = ["t", "", "b", raw, "at", repr(now), "s", source, "n", "[]"]
+        letter = [*fields, "e", event_id, "p", source, "a", 0, "r", reason, "d", repr(now),
+                  "h", json.dumps(dict(headers))]
+        if error is not None:
+            letter += ["x", error]
+
+        async def write() -> None:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hset(self.keys.event(event_id), items=fields)
+                pipe.expire(self.keys.event(event_id), self._ttl(0.0))
+                pipe.hset(self.keys.dead(letter_id), items=letter)
+                pipe.zadd(self.keys.dead_index, {letter_id: now})
+                pipe.zadd(self.keys.dead_by_endpoint(source), {letter_id: now})
+                await pipe.execute()
+
+        await self._call("keeping a broker message as a dead letter", write)
+        return letter_id
+
     async def release(self, deliveries: Sequence[Delivery]) -> None:
         if not deliveries:
             return
@@ -826,40 +851,47 @@ class RedisQueue:
             ids: Any = await self._redis.zrange(index, 0, limit - 1)
             async with self._redis.pipeline(transaction=False) as pipe:
                 for raw in ids:
-                    pipe.hmget(self.keys.dead(raw.decode()), ["e", "t", "p", "a", "r", "x", "d"])
+                    pipe.hmget(self.keys.dead(raw.decode()),
+                               ["e", "t", "p", "a", "r", "x", "d", "h"])
                 rows = await pipe.execute()
             return list(zip(ids, rows, strict=True))
 
         letters = []
         for raw, row in await self._call("listing dead letters", read):
-            event_id, kind, target, attempts, reason, error, dead_at = row
+            event_id, kind, target, attempts, reason, error, dead_at, headers = row
             if event_id is None:  # replayed meanwhile
                 continue
             letters.append(DeadLetter(
                 delivery_id=raw.decode(), event_id=event_id.decode(), event_type=kind.decode(),
                 endpoint=target.decode(), attempts=int(attempts), reason=reason.decode(),
-                error=_text(error), dead_at=float(dead_at)))
+                error=_text(error), dead_at=float(dead_at),
+                headers=json.loads(headers) if headers is not None else None))
         return letters
 
     async def replay(self, ids: Sequence[str] = (), endpoint: str | None = None,
                      all: bool = False) -> int:
         """Requeue dead letters matching any of the selectors, in batches of one script each."""
-        chosen = list(dict.fromkeys(ids))
+        # broker messages kept as dead letters never became events: nothing to replay
+        chosen = [i for i in dict.fromkeys(ids) if not i.startswith(MESSAGE_PREFIX)]
         found: Any
         if endpoint is not None:
             found = await self._call("listing dead letters", lambda: self._redis.zrange(
                 self.keys.dead_by_endpoint(endpoint), 0, -1))
-            chosen += [i.decode() for i in found]
+            chosen += [i.decode() for i in found if not i.startswith(MESSAGE_PREFIX.encode())]
         total = 0
         for start in range(0, len(chosen), _REPLAY_BATCH):
             total += await self._replay_batch(chosen[start:start + _REPLAY_BATCH])
+        skipped = 0  # kept messages at the head of the index, left where they are
         while all:
+            start = skipped
             found = await self._call("listing dead letters", lambda: self._redis.zrange(
-                self.keys.dead_index, 0, _REPLAY_BATCH - 1))
-            batch = [i.decode() for i in found]
-            if not batch:
+                self.keys.dead_index, start, start + _REPLAY_BATCH - 1))  # noqa: B023
+            if not found:
                 break
-            total += await self._replay_batch(batch)
+            batch = [i.decode() for i in found if not i.startswith(MESSAGE_PREFIX.encode())]
+            skipped += len(found) - len(batch)
+            if batch:
+                total += await self._replay_batch(batch)
         return total
 
     async def _replay_batch(self, ids: Sequence[str]) -> int:

@@ -37,7 +37,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from hookgate.deliverer.event import new_event_id
 from hookgate.deliverer.queue import (
+    MESSAGE_PREFIX,
     Attempt,
     DeadLetter,
     Delivery,
@@ -135,6 +137,8 @@ CREATE TABLE IF NOT EXISTS paused_endpoints (
 # Added after the first release: applied to queue files that lack them.
 _MIGRATIONS = (
     ("deliveries", "okey", "ALTER TABLE deliveries ADD COLUMN okey TEXT"),
+    # JSON object: the headers of a broker message kept by bury_message
+    ("dead_letters", "headers", "ALTER TABLE dead_letters ADD COLUMN headers TEXT"),
 )
 _ORDER_INDEX = ("CREATE INDEX IF NOT EXISTS deliveries_order ON deliveries(endpoint, okey, seq) "
                 "WHERE okey IS NOT NULL")
@@ -504,6 +508,26 @@ class SQLiteQueue:
         await self._run(op)
         self._wake()
 
+    async def bury_message(self, source: str, reason: str, raw: bytes,
+                           headers: Mapping[str, str], error: str | None = None) -> str:
+        now = self._clock()
+        event_id = MESSAGE_PREFIX + new_event_id(now).removeprefix("evt_")
+        letter = delivery_id(event_id, source)
+
+        def op(conn: sqlite3.Connection) -> None:
+            # pending 1: the event stays while its dead letter does, like any dead delivery
+            conn.execute(
+                "INSERT INTO events (id, type, body, accepted_at, source, idempotency_key, "
+                "endpoints, pending, finished_at) VALUES (?, '', ?, ?, ?, NULL, '[]', 1, NULL)",
+                (event_id, raw, now, source))
+            conn.execute(
+                "INSERT INTO dead_letters (id, event_id, endpoint, attempts, reason, error, "
+                "dead_at, headers) VALUES (?, ?, ?, 0, ?, ?, ?, ?)",
+                (letter, event_id, source, reason, error, now, json.dumps(dict(headers))))
+
+        await self._run(op)
+        return letter
+
     async def depth(self) -> Depth:
         def op(conn: sqlite3.Connection) -> Depth:
             now = self._clock()
@@ -544,11 +568,12 @@ class SQLiteQueue:
             where, args = ("WHERE d.endpoint = ?", [endpoint]) if endpoint is not None else ("", [])
             rows = conn.execute(
                 "SELECT d.id, d.event_id, COALESCE(e.type, ''), d.endpoint, d.attempts, "
-                "d.reason, d.error, d.dead_at FROM dead_letters d "
+                "d.reason, d.error, d.dead_at, d.headers FROM dead_letters d "
                 f"LEFT JOIN events e ON e.id = d.event_id {where} "
                 "ORDER BY d.dead_at, d.id LIMIT ?", [*args, limit]).fetchall()
             return [DeadLetter(delivery_id=r[0], event_id=r[1], event_type=r[2], endpoint=r[3],
-                               attempts=r[4], reason=r[5], error=r[6], dead_at=r[7])
+                               attempts=r[4], reason=r[5], error=r[6], dead_at=r[7],
+                               headers=json.loads(r[8]) if r[8] is not None else None)
                     for r in rows]
 
         return await self._run(op)
@@ -568,7 +593,8 @@ class SQLiteQueue:
             args.append(endpoint)
         if not conditions:
             return 0
-        where = " OR ".join(conditions)
+        # broker messages kept as dead letters never became events: nothing to replay
+        where = f"({' OR '.join(conditions)}) AND substr(event_id, 1, 4) != '{MESSAGE_PREFIX}'"
 
         def op(conn: sqlite3.Connection) -> int:
             conn.execute(

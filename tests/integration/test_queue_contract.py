@@ -398,3 +398,31 @@ async def test_runtime_pause_is_stored_and_lifted(queue: Queue) -> None:
     assert await queue.resume_endpoint(A) is True
     assert await queue.resume_endpoint(A) is False
     assert await queue.paused_endpoints() == {}
+
+
+async def test_broker_message_is_kept_as_a_dead_letter_of_its_source(queue: Queue) -> None:
+    raw = b"\xffnot json\x00"  # kept byte for byte
+    letter = await queue.bury_message("shop/orders-kafka", "NotJSON", raw,
+                                      {"event-type": "order.paid", "kafka-offset": "7"},
+                                      "the payload is not JSON")
+    await queue.enqueue(event(1), [A])
+    (d,) = await take(queue, 1)
+    await queue.bury(d, None, "EndpointDeleted")
+
+    (kept,) = await queue.dead_letters(endpoint="shop/orders-kafka")
+    assert kept.delivery_id == letter
+    assert (kept.endpoint, kept.attempts, kept.reason, kept.error, kept.event_type) == (
+        "shop/orders-kafka", 0, "NotJSON", "the payload is not JSON", "")
+    assert kept.headers == {"event-type": "order.paid", "kafka-offset": "7"}
+    assert len(await queue.dead_letters()) == 2
+    record = await queue.event(kept.event_id)
+    assert record is not None and record.event.body == raw
+    assert record.event.source == "shop/orders-kafka"
+    assert (await queue.depth()).dead == 2
+
+    # nothing to replay: the message never became an event; the delivery's letter still is
+    assert await queue.replay(ids=[letter]) == 0
+    assert await queue.replay(endpoint="shop/orders-kafka") == 0
+    assert await queue.replay(all=True) == 1
+    assert [x.delivery_id for x in await queue.dead_letters()] == [letter]
+    assert await queue.replay(all=True) == 0
