@@ -22,6 +22,7 @@ from hookgate.deliverer.live_config import LiveConfig
 from hookgate.deliverer.metrics import Metrics
 from hookgate.deliverer.queue import Queue, QueueUnavailable
 from hookgate.deliverer.web_admin import add_admin_routes
+from hookgate.deliverer.web_inbound import add_inbound_routes
 from hookgate.deliverer.web_ingest import IngestSettings, add_ingest_routes
 from hookgate.model.bundle import GatewayConfig
 
@@ -67,6 +68,8 @@ class Gateway:
         add_ingest_routes(app, queue=self.queue, live=self.live, metrics=self.metrics,
                           settings=self.settings.ingest, ready=lambda: self.ready,
                           clock=self.clock)
+        add_inbound_routes(app, queue=self.queue, live=self.live, metrics=self.metrics,
+                           settings=self.settings.ingest, clock=self.clock)
         add_admin_routes(app, queue=self.queue, namespace=namespace,
                          api_keys=self.settings.ingest.api_keys,
                          endpoint_states=self.endpoint_states, resume=self.dispatcher.resume)
@@ -75,15 +78,17 @@ class Gateway:
     @classmethod
     def create(cls, queue: Queue, config: GatewayConfig, settings: GatewaySettings,
                **kwargs: Callable[[], float]) -> Gateway:
-        gateway = cls(queue, LiveConfig(config.compiled.config, config.compiled.signing_keys),
-                      settings, **kwargs)
+        compiled = config.compiled
+        gateway = cls(queue, LiveConfig(compiled.config, compiled.signing_keys,
+                                        compiled.source_secrets), settings, **kwargs)
         gateway.apply(config, initial=True)
         return gateway
 
     def apply(self, config: GatewayConfig, *, initial: bool = False) -> None:
         """Switch to a new config; deliveries under way finish on the one they started with."""
         if not initial:
-            self.live.update(config.compiled.config, config.compiled.signing_keys)
+            self.live.update(config.compiled.config, config.compiled.signing_keys,
+                             config.compiled.source_secrets)
             self.metrics.config_reloads.labels(self.metrics.gateway, "ok").inc()
             log.info("config applied: %d endpoints, %d subscriptions",
                      len(config.compiled.config.endpoints),
