@@ -260,8 +260,10 @@ def verify_api_key(key: str, headers: Headers, header: str = DEFAULT_API_KEY_HEA
     """A static key in a header (``Authorization: Bearer <key>`` when the header is
     Authorization). Any one of several space-separated keys in the secret is accepted."""
     given = (get_header(headers, header) or "").strip()
-    if header.lower() == "authorization" and given[:7].lower() == "bearer ":
-        given = given[7:].strip()
+    if header.lower() == "authorization":
+        scheme, _, token = given.partition(" ")
+        if scheme.lower() == "bearer":
+            given = token.strip()
     if not given:
         raise Rejected("missing_credentials", f"no {header} header")
     if not sum(_equal(k, given) for k in key.split()):
