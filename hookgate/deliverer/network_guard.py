@@ -140,10 +140,12 @@ class GuardedResolver(AbstractResolver):
 
     def __init__(self, policy: AddressPolicy, inner: AbstractResolver | None = None) -> None:
         self.policy = policy
-        self._inner = inner or DefaultResolver()
+        self._inner = inner  # made on first use: aiohttp's resolvers need a running loop
 
     async def resolve(self, host: str, port: int = 0,
                       family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        if self._inner is None:
+            self._inner = DefaultResolver()
         results = await self._inner.resolve(host, port, family)
         kept: list[ResolveResult] = []
         refusals: list[str] = []
@@ -158,7 +160,8 @@ class GuardedResolver(AbstractResolver):
         return kept
 
     async def close(self) -> None:
-        await self._inner.close()
+        if self._inner is not None:
+            await self._inner.close()
 
 
 def describe(exc: BaseException) -> AddressRefused | None:
