@@ -29,6 +29,7 @@ from hookgate.model.resources import (
     Subscription,
 )
 from hookgate.model.routing import (
+    BrokerConfig,
     CircuitBreakerConfig,
     EndpointConfig,
     RateLimitConfig,
@@ -218,8 +219,7 @@ def _source_gateway(src: Source) -> str:
 def _sources(items: list[Resource], gateway: str, secrets: Mapping[str, Secret],
              problems: list[Problem]
              ) -> tuple[dict[str, SourceConfig], dict[str, dict[str, str]]]:
-    """The gateway's HTTP sources and their secrets. Broker sources are left out quietly:
-    this gateway does not consume brokers (yet), and they are not wrong."""
+    """The gateway's sources (HTTP paths and brokers) and their secrets."""
     configs: dict[str, SourceConfig] = {}
     values: dict[str, dict[str, str]] = {}
     owners: dict[str, Source] = {}  # path -> the source serving it
@@ -227,6 +227,9 @@ def _sources(items: list[Resource], gateway: str, secrets: Mapping[str, Secret],
                   key=lambda r: r.meta.name)
     for src in mine:
         if src.spec.get("broker"):
+            compiled = _broker_source(src, secrets, problems)
+            if compiled is not None:
+                configs[compiled[0].key], values[compiled[0].key] = compiled
             continue
         compiled = _source(src, secrets, problems)
         if compiled is None:
@@ -298,6 +301,99 @@ def _source(src: Source, secrets: Mapping[str, Secret], problems: list[Problem]
         keep_headers=keep,
     )
     return config, secret
+
+
+BROKER_KINDS = ("kafka", "sqs", "pubsub", "amqp", "nats", "redis")
+
+
+def _broker_source(src: Source, secrets: Mapping[str, Secret], problems: list[Problem]
+                   ) -> tuple[SourceConfig, dict[str, str]] | None:
+    """One broker source: its settings (references to Secrets left out) and what those
+    Secrets hold (``url``, ``username``/``password``, TLS material, cloud credentials)."""
+    broker = src.spec.get("broker") or {}
+    kinds = [k for k in BROKER_KINDS if isinstance(broker.get(k), Mapping)]
+    if len(kinds) != 1:
+        problems.append(src.meta.problem(
+            "broker takes exactly one of " + ", ".join(BROKER_KINDS), field="spec.broker"))
+        return None
+    kind = kinds[0]
+    spec = dict(broker[kind])
+    values: dict[str, str] = {}
+    ok = True
+
+    def read(field: str, name: str, keys: tuple[str, ...], optional: tuple[str, ...] = ()
+             ) -> None:
+        nonlocal ok
+        secret = secrets.get(f"{src.meta.namespace}/{name}")
+        missing = [k for k in keys if secret is None or k not in secret.data]
+        if secret is None or missing:
+            what = (f"Secret {name!r} has no key {', '.join(map(repr, missing))}" if secret
+                    else f"Secret {name!r} does not exist in namespace {src.meta.namespace!r}")
+            problems.append(src.meta.problem(what, field=f"spec.broker.{kind}.{field}",
+                                             reason="SecretMissing",
+                                             hint="create the Secret or fix the reference"))
+            ok = False
+            return
+        for k in (*keys, *optional):
+            if k in secret.data:
+                values[k] = secret.data[k].strip() if k != "credentials" else secret.data[k]
+
+    def secret_ref(obj: Any) -> Mapping[str, Any]:
+        ref = obj.get("secretKeyRef") or obj.get("secretRef") if isinstance(obj, Mapping) \
+            else None
+        return ref if isinstance(ref, Mapping) else {}
+
+    if "urlFrom" in spec:  # amqp, redis
+        ref = secret_ref(spec.pop("urlFrom"))
+        key = str(ref.get("key") or "url")
+        read("urlFrom", str(ref.get("name", "")), (key,))
+        if key in values:
+            values["url"] = values.pop(key) if key != "url" else values["url"]
+    if "credentialsFrom" in spec:  # sqs, pubsub
+        ref = secret_ref(spec.pop("credentialsFrom"))
+        if kind == "sqs":
+            read("credentialsFrom", str(ref.get("name", "")),
+                 ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"), ("AWS_SESSION_TOKEN",))
+        else:
+            key = str(ref.get("key") or "credentials.json")
+            read("credentialsFrom", str(ref.get("name", "")), (key,))
+            if key in values:
+                values["credentials"] = values.pop(key)
+    if kind == "kafka":
+        sasl = spec.get("sasl")
+        if isinstance(sasl, Mapping):
+            read("sasl", str(secret_ref(sasl).get("name", "")), ("username", "password"))
+            spec["sasl"] = {"mechanism": str(sasl.get("mechanism") or "SCRAM-SHA-512")}
+        tls = spec.get("tls")
+        if isinstance(tls, Mapping):
+            name = secret_ref(tls).get("name")
+            if name:
+                read("tls", str(name), (), ("ca.crt", "tls.crt", "tls.key"))
+            spec["tls"] = {}
+    if not ok:
+        return None
+    event_type = src.spec.get("eventType") or {}
+    prefix = str(event_type.get("prefix") or "")
+    if prefix and not _TYPE_PREFIX.match(prefix):
+        problems.append(src.meta.problem(
+            f"event type prefix {prefix!r} would make invalid event types",
+            field="spec.eventType.prefix",
+            hint="use letters, digits and . _ : - /, starting with a letter or digit"))
+        return None
+    idem = src.spec.get("idempotencyKey") or {}
+    config = SourceConfig(
+        key=src.meta.key, path="", scheme="broker",
+        event_type_header=event_type.get("header"),
+        # a broker message's type is the payload's "type" field unless said otherwise
+        event_type_field=event_type.get("field") or (None if event_type.get("header")
+                                                     else "type"),
+        event_type_prefix=prefix,
+        keep_headers=tuple(str(h) for h in src.spec.get("keepHeaders") or ()),
+        broker=BrokerConfig(kind=kind, settings=spec),
+        idempotency_header=idem.get("header"),
+        idempotency_field=idem.get("field"),
+    )
+    return config, values
 
 
 def _source_secret(src: Source, scheme: str, ref: Mapping[str, Any],

@@ -21,6 +21,7 @@ from hookgate.model.expressions import (
 )
 
 __all__ = [
+    "BrokerConfig",
     "CircuitBreakerConfig",
     "EndpointConfig",
     "RateLimitConfig",
@@ -77,14 +78,28 @@ class SubscriptionConfig:
 
 
 @dataclass(frozen=True)
+class BrokerConfig:
+    """A message broker a source consumes, instead of serving an HTTP path.
+
+    ``settings`` are the fields of ``spec.broker.<kind>`` as written in the manifest (camel
+    case, JSON values) without the references to Secrets; what those Secrets hold (URLs
+    with passwords, keys) travels with the other source secrets (``Compiled.source_secrets``).
+    """
+
+    kind: str  # kafka | sqs | pubsub | amqp | nats | redis
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class SourceConfig:
-    """An inbound HTTP source: where senders post and how their requests are verified.
+    """An inbound source: an HTTP path where senders post and how their requests are
+    verified, or (``broker`` set, ``path`` empty) a message broker the gateway consumes.
 
     The secret it is verified with travels separately (``Compiled.source_secrets``).
     """
 
     key: str  # "namespace/name" of the WebhookSource; the source of its events
-    path: str  # the exact request path on the ingest listener
+    path: str  # the exact request path on the ingest listener ("" for a broker source)
     scheme: str  # github | stripe | shopify | standard-webhooks | hmac | basic | api-key
     header: str | None = None  # hmac: signature header; api-key: key header
     algorithm: str = "sha256"  # hmac only
@@ -95,6 +110,10 @@ class SourceConfig:
     event_type_field: str | None = None  # dotted path into the JSON payload, e.g. data.kind
     event_type_prefix: str = ""
     keep_headers: tuple[str, ...] = ()
+    broker: BrokerConfig | None = None  # set for a broker source
+    # broker sources: where the idempotency key comes from (unset: the broker's message id)
+    idempotency_header: str | None = None
+    idempotency_field: str | None = None
 
 
 @dataclass(frozen=True)
@@ -136,8 +155,10 @@ class RoutingConfig:
                    if breaker is not None else None})
         subs = tuple(SubscriptionConfig(**{**s, "event_types": tuple(s["event_types"])})
                      for s in doc["subscriptions"])
-        sources = {s["key"]: SourceConfig(**{**s, "keep_headers": tuple(s["keep_headers"])})
-                   for s in doc.get("sources", ())}
+        sources = {s["key"]: SourceConfig(**{
+            **s, "keep_headers": tuple(s["keep_headers"]),
+            "broker": BrokerConfig(**s["broker"]) if s.get("broker") else None})
+            for s in doc.get("sources", ())}
         return cls(gateway=doc["gateway"], endpoints=endpoints, subscriptions=subs,
                    allow_cidrs=tuple(doc.get("allowCIDRs", ())),
                    operations_endpoint=doc.get("operationsEndpoint"), sources=sources)
