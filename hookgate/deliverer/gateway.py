@@ -21,6 +21,7 @@ from hookgate.deliverer.dispatcher import Dispatcher
 from hookgate.deliverer.live_config import LiveConfig
 from hookgate.deliverer.metrics import Metrics
 from hookgate.deliverer.queue import Queue, QueueUnavailable
+from hookgate.deliverer.source_runner import SourceRunner
 from hookgate.deliverer.web_admin import add_admin_routes
 from hookgate.deliverer.web_inbound import add_inbound_routes
 from hookgate.deliverer.web_ingest import IngestSettings, add_ingest_routes
@@ -55,6 +56,8 @@ class Gateway:
         self.sender = Sender(max_connections=settings.concurrency)
         self.dispatcher = Dispatcher(queue, self.sender, live, self.metrics,
                                      concurrency=settings.concurrency, clock=clock)
+        # consumers of the config's broker sources, started and stopped with config changes
+        self.sources = SourceRunner(queue, live, self.metrics, settings.ingest, clock=clock)
         self.ready = False
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -73,6 +76,7 @@ class Gateway:
         add_admin_routes(app, queue=self.queue, namespace=namespace,
                          api_keys=self.settings.ingest.api_keys,
                          endpoint_states=self.endpoint_states, resume=self.dispatcher.resume)
+        self.sources.add_routes(app, lambda: self.settings.ingest.api_keys)
         return app
 
     @classmethod
@@ -129,6 +133,7 @@ class Gateway:
             self.port = server.sockets[0].getsockname()[1]
         self._tasks = [asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
                        asyncio.create_task(self._purge_loop(), name="purge")]
+        self.sources.start()
         self.ready = True
         log.info("gateway %s listening on http://%s:%d", self.live.current.config.gateway,
                  self.settings.host, self.port)
@@ -136,6 +141,7 @@ class Gateway:
     async def stop(self) -> None:
         """Graceful stop: refuse readiness, finish or hand back in-flight work, close."""
         self.ready = False
+        await self.sources.stop()
         await self.dispatcher.stop(self.settings.grace)
         for task in self._tasks:
             task.cancel()
