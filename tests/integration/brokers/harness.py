@@ -1,0 +1,83 @@
+"""Per broker: publish messages to the real server, and the WebhookSource that consumes them."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+
+Published = Sequence[tuple[bytes, dict[str, str]]]
+
+
+class Harness:
+    kind = ""
+    restart_settle = 0.0  # seconds a restarted server needs before clients succeed
+
+    def __init__(self, server: Any, name: str) -> None:
+        self.server = server
+        self.name = name  # unique per test: the stream/topic/queue
+
+    async def setup(self) -> None: ...
+
+    async def teardown(self) -> None: ...
+
+    def broker_yaml(self) -> str:
+        """The value of spec.broker, on one line."""
+        raise NotImplementedError
+
+    def extra_yaml(self) -> str:
+        """Secrets the source refers to."""
+        return ""
+
+    def source_yaml(self, name: str = "src", extra: str = "") -> str:
+        return ("apiVersion: hookgate.io/v1alpha1\nkind: WebhookSource\n"
+                f"metadata: {{name: {name}}}\nspec:\n  broker: {self.broker_yaml()}\n"
+                "  eventType: {header: event-type}\n"
+                f"  keepHeaders: [trace-id]\n{extra}---\n" + self.extra_yaml())
+
+    async def publish(self, messages: Published, timeout: float = 60.0) -> None:
+        """Publish, retrying (bounded) while a restarted server is still coming up."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                await asyncio.wait_for(self._publish(messages), 30)
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+
+    async def _publish(self, messages: Published) -> None:
+        raise NotImplementedError
+
+    def stop_server(self) -> None:
+        self.server.stop()
+
+    def start_server(self) -> None:
+        self.server.start()
+
+
+class RedisHarness(Harness):
+    kind = "redis"
+
+    async def setup(self) -> None:
+        self.client: Any = aioredis.from_url(self.server.url)
+
+    async def teardown(self) -> None:
+        await self.client.aclose()
+
+    def broker_yaml(self) -> str:
+        return (f"{{redis: {{url: '{self.server.url}', stream: {self.name}, "
+                "reclaimAfter: 2s}}")
+
+    async def _publish(self, messages: Published) -> None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for raw, headers in messages:
+                pipe.xadd(self.name, {"payload": raw, **headers})
+            await pipe.execute()
+
+
+HARNESSES: dict[str, type[Harness]] = {"redis": RedisHarness}

@@ -1,0 +1,192 @@
+"""Broker sources end to end, against each real broker: messages become signed deliveries,
+bad ones become dead letters, a broker restart is survived, and a gateway killed with
+SIGKILL mid-consume loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from tests.integration.brokers.harness import Harness
+from tests.integration.conftest import (
+    SECRET,
+    Running,
+    StartGateway,
+    endpoint_yaml,
+    subscription_yaml,
+)
+from tests.receiver import Recorder, free_port
+from tests.waiting import eventually
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def message(n: int, etype: str = "order.created") -> tuple[bytes, dict[str, str]]:
+    # not how json.dumps would write it: the bytes must arrive exactly as published
+    raw = b'{ "n": %d,  "note": "\xc3\xbcn\xc3\xaf" }' % n
+    return raw, {"event-type": etype, "trace-id": f"t-{n}"}
+
+
+def numbers(received: list[Any]) -> set[int]:
+    out = set()
+    for r in received:
+        if r.status < 300:
+            out.add(json.loads(r.body)["data"]["n"])
+    return out
+
+
+def manifests(broker: Harness, url: str) -> str:
+    return (endpoint_yaml("sink", url) + subscription_yaml("orders", "sink", '["order.*"]')
+            + broker.source_yaml())
+
+
+async def source_state(gw: Running) -> dict[str, Any]:
+    status, doc = await gw.get("/v1/sources")
+    assert status == 200, doc
+    (state,) = doc["items"]
+    return dict(state)
+
+
+async def test_messages_become_signed_deliveries_and_bad_ones_dead_letters(
+        broker: Harness, start_gateway: StartGateway, receiver: Recorder) -> None:
+    gw = await start_gateway(manifests(broker, receiver.url("/sink")))
+    good = [message(n) for n in range(20)]
+    poison = [(b"not json {", {"event-type": "order.created"}),  # not JSON
+              (b'{"n": -1}', {"trace-id": "x"})]  # no event type
+    await broker.publish(good[:10] + poison + good[10:])
+    await receiver.wait_for(lambda r: numbers(r) == set(range(20)), timeout=60,
+                            what="20 deliveries")
+    by_n = {json.loads(r.body)["data"]["n"]: r for r in receiver.received}
+    for n, (raw, _) in enumerate(good):
+        got = by_n[n]
+        payload = Webhook(SECRET).verify(got.body, got.headers)
+        assert payload["type"] == "order.created"
+        assert got.body.endswith(b',"data":' + raw + b"}"), got.body  # the producer's bytes
+
+    async def letters() -> list[dict[str, Any]]:
+        status, doc = await gw.get("/v1/dead-letters?endpoint=src")
+        assert status == 200
+        return list(doc["items"]) if len(doc["items"]) >= 2 else []
+
+    kept = await eventually(letters, timeout=30, what="two dead letters of the source")
+    assert sorted(x["reason"] for x in kept) == ["NoEventType", "NotJSON"]
+    assert {x["endpoint"] for x in kept} == {"default/src"}
+    not_json = next(x for x in kept if x["reason"] == "NotJSON")
+    status, record = await gw.get(f"/v1/events/{not_json['event_id']}")
+    assert status == 200 and record["payload"] == "not json {"
+
+    state = await source_state(gw)
+    assert state["ready"] is True and state["broker"] == broker.kind
+    assert state["conditions"][0]["type"] == "SourceReady"
+    assert state["enqueued"] >= 20 and state["deadLetters"] == 2
+    _, text = await gw.get("/metrics")
+    assert 'hookgate_source_up{gateway="default/default",source="default/src"} 1.0' in text
+    assert ('hookgate_source_dead_letters_total{gateway="default/default",reason="NotJSON",'
+            'source="default/src"} 1.0') in text
+
+
+async def test_consumption_resumes_after_a_broker_restart(
+        broker: Harness, start_gateway: StartGateway, receiver: Recorder) -> None:
+    gw = await start_gateway(manifests(broker, receiver.url("/sink")))
+    await broker.publish([message(n) for n in range(5)])
+    await receiver.wait_for(lambda r: numbers(r) >= set(range(5)), timeout=60)
+
+    await asyncio.to_thread(broker.stop_server)
+
+    async def down() -> bool:
+        return not (await source_state(gw))["ready"]
+
+    await eventually(down, timeout=60, what="the source to report the broker down")
+    _, text = await gw.get("/metrics")
+    assert 'hookgate_source_up{gateway="default/default",source="default/src"} 0.0' in text
+
+    await asyncio.to_thread(broker.start_server)
+    await broker.publish([message(n) for n in range(5, 10)])
+    await receiver.wait_for(lambda r: numbers(r) >= set(range(10)), timeout=90,
+                            what="deliveries after the broker came back")
+    assert (await source_state(gw))["ready"] is True
+
+
+class GatewayProcess:
+    """``python -m hookgate run`` as a child process: what SIGKILL is sent to."""
+
+    def __init__(self, config: Path, data: Path, log: Path) -> None:
+        self.port = free_port()
+        self.args = [sys.executable, "-m", "hookgate", "run", "--config", str(config),
+                     "--data-dir", str(data), "--listen", f"127.0.0.1:{self.port}",
+                     "--visibility-timeout", "5", "--log-format", "text"]
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def spawn(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT)
+
+    async def start(self, http: aiohttp.ClientSession) -> None:
+        self.spawn()
+
+        async def ready() -> bool:
+            assert self.proc is not None and self.proc.poll() is None, self.log.read_text()
+            try:
+                async with http.get(f"http://127.0.0.1:{self.port}/v1/sources") as resp:
+                    doc = await resp.json()
+                    return bool(doc["items"] and doc["items"][0]["ready"])
+            except aiohttp.ClientError:
+                return False
+
+        await eventually(ready, timeout=60, what="the gateway to consume its source")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.mark.slow
+async def test_sigkill_mid_consume_loses_no_message(
+        broker: Harness, receiver: Recorder, http: aiohttp.ClientSession,
+        tmp_path: Path) -> None:
+    total = 300
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "m.yaml").write_text(manifests(broker, receiver.url("/sink")))
+    started: list[GatewayProcess] = []
+    try:
+        first = GatewayProcess(config, tmp_path / "data", tmp_path / "gateway.log")
+        started.append(first)
+        await first.start(http)
+
+        async def publish() -> None:
+            for start in range(0, total, 10):
+                await broker.publish([message(n) for n in range(start, start + 10)])
+                await asyncio.sleep(0.05)
+
+        publisher = asyncio.create_task(publish())
+        await receiver.wait_for(lambda r: len(numbers(r)) >= 60, timeout=60)
+        first.kill()  # mid-consume: no chance to acknowledge or hand anything back
+        await asyncio.wait_for(publisher, 60)
+        assert len(numbers(receiver.received)) < total, "all delivered before the kill"
+
+        second = GatewayProcess(config, tmp_path / "data", tmp_path / "gateway.log")
+        started.append(second)
+        await second.start(http)
+        await receiver.wait_for(lambda r: numbers(r) == set(range(total)), timeout=120,
+                                what=f"all {total} messages after the restart")
+    finally:
+        for gp in started:
+            gp.kill()
