@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from cryptography import x509
@@ -486,3 +487,109 @@ async def test_a_hanging_and_a_failing_endpoint_do_not_slow_the_healthy_ones(
     assert mixed <= max(2 * baseline, baseline + 0.25)
     # and cheap: the hanging endpoint's 36 waiting deliveries were not re-fetched in a loop
     assert postponed[("default/hang", "saturated")] < 2000
+
+
+# -- rate limit ------------------------------------------------------------------------------
+
+
+@dataclass
+class ArrivalReceiver:
+    times: list[float] = field(default_factory=list)
+    port: int = 0
+    runner: web.AppRunner | None = None
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def start(self) -> None:
+        async def handle(request: web.Request) -> web.Response:
+            await request.read()
+            async with self.changed:
+                self.times.append(time.monotonic())
+                self.changed.notify_all()
+            return web.Response(status=204)
+
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", handle)
+        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
+        await self.runner.setup()
+        self.port = free_port()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+
+    async def wait_count(self, n: int, timeout: float) -> None:
+        async def done() -> None:
+            async with self.changed:
+                await self.changed.wait_for(lambda: len(self.times) >= n)
+        await asyncio.wait_for(done(), timeout)
+
+    def rate(self, burst: int) -> float:
+        """Deliveries per second after the initial burst, over the whole run."""
+        after = sorted(self.times)[burst - 1:]
+        return (len(after) - 1) / (after[-1] - after[0])
+
+
+@pytest.fixture
+async def arrivals() -> AsyncIterator[ArrivalReceiver]:
+    rec = ArrivalReceiver()
+    await rec.start()
+    yield rec
+    assert rec.runner is not None
+    await rec.runner.cleanup()
+
+
+LIMITED = "  rateLimit: {perSecond: 20, burst: 5}\n"
+
+
+async def test_rate_limit_in_one_process(start_gateway: StartGateway,
+                                         arrivals: ArrivalReceiver) -> None:
+    gw = await start_gateway(
+        endpoint_yaml("limited", f"http://127.0.0.1:{arrivals.port}/in", extra=LIMITED)
+        + subscription_yaml("all", "limited", '["*"]'))
+    ids = await asyncio.gather(*(gw.send("tick", {"i": i}) for i in range(65)))
+    await arrivals.wait_count(65, timeout=30)
+    rate = arrivals.rate(burst=5)
+    print(f"\nmeasured {rate:.2f}/s for a limit of 20/s")
+    assert 18 <= rate <= 22
+    _, doc = await gw.get(f"/v1/events/{ids[-1]}")
+    assert [a["attempt"] for a in doc["attempts"]] == [1]  # waiting counted no attempt
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+async def test_rate_limit_holds_across_two_deliverers_sharing_redis(
+        tmp_path: Path, redis_url: str, arrivals: ArrivalReceiver) -> None:
+    from tests.integration.test_process import GatewayProcess
+
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "m.yaml").write_text(
+        endpoint_yaml("limited", f"http://127.0.0.1:{arrivals.port}/in", extra=LIMITED)
+        + subscription_yaml("all", "limited", '["*"]'))
+    procs = [GatewayProcess(config, tmp_path / f"data{i}", redis_url, tmp_path / f"gw{i}.log")
+             for i in range(2)]
+    total = 125  # burst 5, then 20/s for 6 s
+    async with aiohttp.ClientSession() as http:
+        try:
+            for p in procs:
+                await p.start(http)
+
+            async def send(i: int) -> None:
+                url = procs[i % 2].url + "/v1/events"
+                async with http.post(url, json={"type": "tick", "data": {"i": i}}) as resp:
+                    assert resp.status == 202
+
+            await asyncio.gather(*(send(i) for i in range(total)))
+            await arrivals.wait_count(total, timeout=60)
+            successes = []
+            for p in procs:
+                async with http.get(p.url + "/metrics") as resp:
+                    text = await resp.text()
+                successes.append(sum(
+                    float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                    if line.startswith("hookgate_deliveries_total{") and "success" in line))
+        finally:
+            for p in procs:
+                p.kill()
+    rate = arrivals.rate(burst=5)
+    print(f"\nmeasured {rate:.2f}/s across two processes for a limit of 20/s "
+          f"(deliveries per process: {successes})")
+    assert 18 <= rate <= 22, rate
+    assert all(n > 0 for n in successes), successes
