@@ -81,3 +81,28 @@ class RedisHarness(Harness):
 
 
 HARNESSES: dict[str, type[Harness]] = {"redis": RedisHarness}
+
+
+class NatsHarness(Harness):
+    kind = "nats"
+
+    async def setup(self) -> None:
+        import nats
+
+        self.nc: Any = await nats.connect(self.server.url, connect_timeout=5)
+        js = self.nc.jetstream()
+        await js.add_stream(name=self.name, subjects=[f"{self.name}.>"])
+
+    async def teardown(self) -> None:
+        await self.nc.close()
+
+    def broker_yaml(self) -> str:
+        return f"{{nats: {{url: '{self.server.url}', stream: {self.name}, ackWait: 2s}}}}"
+
+    async def _publish(self, messages: Published) -> None:
+        js = self.nc.jetstream()
+        for raw, headers in messages:
+            await js.publish(f"{self.name}.orders", raw, headers=headers or None)
+
+
+HARNESSES["nats"] = NatsHarness
