@@ -89,7 +89,8 @@ class BrokerProcess:
         self.directory.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                            env=self.env(), start_new_session=True)
+                                            env=self.env(), start_new_session=True,
+                                            cwd=self.directory)
         deadline = time.monotonic() + self.start_timeout
         while not self.ready():  # polling a process we do not control
             if self.process.poll() is not None:
@@ -157,8 +158,10 @@ class RabbitServer(BrokerProcess):
     start_timeout = 90.0
 
     def __init__(self, directory: Path) -> None:
-        binary = shutil.which("rabbitmq-server") or (
-            "/usr/sbin/rabbitmq-server" if Path("/usr/sbin/rabbitmq-server").exists() else None)
+        # the Debian wrapper in /usr/sbin switches to the rabbitmq user; the real script runs
+        # as whoever starts it, with the directories given below
+        direct = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+        binary = str(direct) if direct.exists() else shutil.which("rabbitmq-server")
         if binary is None:
             raise Unavailable("rabbitmq-server is not installed: apt-get install rabbitmq-server")
         self.binary = binary
@@ -185,7 +188,8 @@ class RabbitServer(BrokerProcess):
                 "RABBITMQ_LOG_BASE": str(base / "logs"),
                 "RABBITMQ_CONFIG_FILE": str(conf), "RABBITMQ_ENABLED_PLUGINS_FILE":
                 str(base / "enabled_plugins"), "RABBITMQ_PID_FILE": str(base / "rabbit.pid"),
-                "HOME": str(base), "RABBITMQ_LOGS": "-"}
+                "HOME": str(base), "RABBITMQ_LOGS": "-",
+                "ERL_CRASH_DUMP": str(base / "erl_crash.dump")}
 
     def command(self) -> list[str]:
         return [self.binary]

@@ -63,9 +63,9 @@ def _server(kind: str, servers: dict[str, Any], request: pytest.FixtureRequest,
             server = SERVERS[kind](tmp_path_factory.mktemp(kind))
         except Unavailable as exc:
             _unavailable(str(exc))
+        servers[kind] = server  # closed at the end of the session, even if it fails here
         server.prepare()
         server.start()
-        servers[kind] = server
     server = servers[kind]
     if not server.running:  # a test left it stopped
         server.start()

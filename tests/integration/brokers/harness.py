@@ -106,3 +106,38 @@ class NatsHarness(Harness):
 
 
 HARNESSES["nats"] = NatsHarness
+
+
+class AmqpHarness(Harness):
+    kind = "amqp"
+
+    async def setup(self) -> None:
+        import aio_pika
+
+        self.conn: Any = await aio_pika.connect_robust(self.server.url, timeout=10)
+        self.channel = await self.conn.channel()
+        await self.channel.declare_queue(self.name, durable=True)
+        self.counter = 0
+
+    async def teardown(self) -> None:
+        await self.conn.close()
+
+    def broker_yaml(self) -> str:
+        return f"{{amqp: {{urlFrom: {{secretKeyRef: {{name: amqp}}}}, queue: {self.name}}}}}"
+
+    def extra_yaml(self) -> str:
+        return (f"apiVersion: v1\nkind: Secret\nmetadata: {{name: amqp}}\n"
+                f"stringData: {{url: '{self.server.url}'}}\n---\n")
+
+    async def _publish(self, messages: Published) -> None:
+        import aio_pika
+
+        for raw, headers in messages:
+            self.counter += 1
+            await self.channel.default_exchange.publish(
+                aio_pika.Message(raw, headers=dict(headers), message_id=f"m-{self.counter}",
+                                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                routing_key=self.name)
+
+
+HARNESSES["amqp"] = AmqpHarness
