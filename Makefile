@@ -49,3 +49,14 @@ check: lint test ## what CI runs
 
 clean: ## remove the virtualenv, caches and local data
 	rm -rf $(VENV) .hookgate .mypy_cache .ruff_cache .pytest_cache
+
+.PHONY: k8s-binaries cluster-up cluster-down
+
+k8s-binaries: ## build or reuse kube-apiserver, kube-controller-manager, kubectl, etcd, helm (.cache/k8s)
+	bash hack/k8s/build
+
+cluster-up: k8s-binaries ## start a local Kubernetes control plane on 127.0.0.1 (prints KUBECONFIG/PATH exports)
+	hack/control-plane up
+
+cluster-down: ## stop the local control plane and delete its state
+	hack/control-plane down
