@@ -34,13 +34,14 @@ from collections.abc import Callable
 from typing import Any
 
 from hookgate.deliverer.circuit import Circuits, State, Transition
-from hookgate.deliverer.client_sender import Sender
+from hookgate.deliverer.client_sender import RESERVED, Sender
 from hookgate.deliverer.event import IngestRequest, build_event
 from hookgate.deliverer.live_config import LiveConfig
 from hookgate.deliverer.metrics import Metrics
 from hookgate.deliverer.queue import (
     Attempt,
     Delivery,
+    Event,
     PausedEndpoint,
     Queue,
     QueueUnavailable,
@@ -61,6 +62,15 @@ SATURATED_MAX = 2.0  # longest recheck delay of an endpoint saturated for a long
 PAUSES_REFRESH = 1.0  # seconds between reads of the runtime pauses other processes set
 QUEUE_BACKOFF = (0.5, 10.0)  # first and longest wait after the queue became unreachable
 NOT_ENDPOINT_FAILURES = frozenset({"AddressRefused"})
+
+
+def _kept_headers(event: Event, endpoint: EndpointConfig) -> dict[str, str]:
+    """The headers an inbound source kept with the event; the endpoint's own headers and the
+    gateway's (signature, content type, ...) win over them."""
+    if not event.headers:
+        return {}
+    taken = RESERVED | {name.lower() for name in endpoint.headers}
+    return {k: v for k, v in event.headers if k.lower() not in taken}
 
 
 class Dispatcher:
@@ -318,7 +328,8 @@ class Dispatcher:
         self.metrics.in_flight.labels(gw, key).inc()
         started = self.clock()
         try:
-            resp = await self.sender.send(endpoint, keys, d.event.id, d.event.body, auth=auth)
+            resp = await self.sender.send(endpoint, keys, d.event.id, d.event.body, auth=auth,
+                                          extra_headers=_kept_headers(d.event, endpoint))
         except BaseException:
             if circuit is not None:
                 circuit.cancel()

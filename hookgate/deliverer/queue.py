@@ -63,6 +63,8 @@ class Event:
     accepted_at: float  # unix seconds, when the event was durably enqueued
     source: str | None = None
     idempotency_key: str | None = None
+    # request headers an inbound source keeps (spec.keepHeaders), sent on every delivery
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

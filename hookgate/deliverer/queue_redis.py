@@ -185,16 +185,20 @@ def _event_fields(event: Event) -> list[str | bytes]:
         fields += ["s", event.source]
     if event.idempotency_key is not None:
         fields += ["k", event.idempotency_key]
+    if event.headers:  # "kh", not "h": a dead letter's "h" holds a broker message's headers
+        fields += ["kh", json.dumps(event.headers)]
     return fields
 
 
 def _event_from_fields(event_id: str, values: Sequence[bytes | None]) -> Event | None:
-    """An event from HMGET t b at s k; None when the hash is gone."""
+    """An event from HMGET t b at s k [kh]; None when the hash is gone."""
     kind, body, at, source, key = values[:5]
+    kept = values[5] if len(values) > 5 else None
     if kind is None or body is None or at is None:
         return None
+    headers = tuple((str(k), str(v)) for k, v in json.loads(kept)) if kept else ()
     return Event(id=event_id, type=kind.decode(), body=body, accepted_at=float(at),
-                 source=_text(source), idempotency_key=_text(key))
+                 source=_text(source), idempotency_key=_text(key), headers=headers)
 
 
 # -- Lua ------------------------------------------------------------------------------------
@@ -347,16 +351,16 @@ return count
 # KEYS stream, dead index, then (dead letter, dead-by-endpoint, event) per delivery;
 # ARGV retention, then the delivery ids
 _REPLAY = """
-local names = {'t', 'b', 'at', 's', 'k', 'n'}
+local names = {'t', 'b', 'at', 's', 'k', 'n', 'kh'}
 local count = 0
 for i = 2, #ARGV do
   local j = 3 + (i - 2) * 3
   local letter, by_endpoint, event = KEYS[j], KEYS[j + 1], KEYS[j + 2]
-  local f = redis.call('HMGET', letter, 'e', 'p', 't', 'b', 'at', 's', 'k', 'n')
+  local f = redis.call('HMGET', letter, 'e', 'p', 't', 'b', 'at', 's', 'k', 'n', 'kh')
   if f[1] then
     if redis.call('EXISTS', event) == 0 then
       local restored = {}
-      for x = 1, 6 do
+      for x = 1, 7 do
         if f[x + 2] then
           table.insert(restored, names[x])
           table.insert(restored, f[x + 2])
@@ -681,7 +685,7 @@ class RedisQueue:
         async def load() -> list[Any]:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for event_id in event_ids:
-                    pipe.hmget(self.keys.event(event_id), ["t", "b", "at", "s", "k"])
+                    pipe.hmget(self.keys.event(event_id), ["t", "b", "at", "s", "k", "kh"])
                 return await pipe.execute()
 
         loaded = await self._call("loading events", load)
@@ -828,7 +832,7 @@ class RedisQueue:
     async def event(self, event_id: str) -> EventRecord | None:
         async def read() -> list[Any]:
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.hmget(self.keys.event(event_id), ["t", "b", "at", "s", "k", "n"])
+                pipe.hmget(self.keys.event(event_id), ["t", "b", "at", "s", "k", "kh", "n"])
                 pipe.lrange(self.keys.attempts(event_id), 0, -1)
                 return await pipe.execute()
 
@@ -836,7 +840,7 @@ class RedisQueue:
         event = _event_from_fields(event_id, values)
         if event is None:
             return None
-        endpoints = tuple(json.loads(values[5])) if values[5] is not None else ()
+        endpoints = tuple(json.loads(values[6])) if values[6] is not None else ()
         return EventRecord(event=event, endpoints=endpoints,
                            attempts=tuple(_attempt_from_json(a) for a in attempts))
 

@@ -139,6 +139,8 @@ _MIGRATIONS = (
     ("deliveries", "okey", "ALTER TABLE deliveries ADD COLUMN okey TEXT"),
     # JSON object: the headers of a broker message kept by bury_message
     ("dead_letters", "headers", "ALTER TABLE dead_letters ADD COLUMN headers TEXT"),
+    # JSON list of [name, value]: the request headers an inbound source keeps
+    ("events", "headers", "ALTER TABLE events ADD COLUMN headers TEXT"),
 )
 _ORDER_INDEX = ("CREATE INDEX IF NOT EXISTS deliveries_order ON deliveries(endpoint, okey, seq) "
                 "WHERE okey IS NOT NULL")
@@ -148,7 +150,7 @@ _AVAILABLE = ("avail_at <= :now AND (d.okey IS NULL OR NOT EXISTS ("
               "SELECT 1 FROM deliveries p WHERE p.endpoint = d.endpoint AND p.okey = d.okey "
               "AND p.seq < d.seq))")
 
-_EVENT_COLUMNS = "id, type, body, accepted_at, source, idempotency_key"
+_EVENT_COLUMNS = "id, type, body, accepted_at, source, idempotency_key, headers"
 
 
 def lock_path(path: Path) -> Path:
@@ -158,7 +160,11 @@ def lock_path(path: Path) -> Path:
 
 def _event_from_row(row: Sequence[Any]) -> Event:
     return Event(id=row[0], type=row[1], body=bytes(row[2]), accepted_at=row[3], source=row[4],
-                 idempotency_key=row[5])
+                 idempotency_key=row[5], headers=_headers(row[6]))
+
+
+def _headers(raw: str | None) -> tuple[tuple[str, str], ...]:
+    return tuple((str(k), str(v)) for k, v in json.loads(raw)) if raw else ()
 
 
 def _attempt_row(event_id: str, attempt: Attempt) -> tuple[Any, ...]:
@@ -373,9 +379,10 @@ class SQLiteQueue:
                              "VALUES (?, ?, ?)", (key, event.id, now + idempotency_ttl))
             conn.execute(
                 "INSERT INTO events (id, type, body, accepted_at, source, idempotency_key, "
-                "endpoints, pending, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "endpoints, pending, finished_at, headers) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (event.id, event.type, event.body, event.accepted_at, event.source, key,
-                 json.dumps(targets), len(targets), None if targets else now))
+                 json.dumps(targets), len(targets), None if targets else now,
+                 json.dumps(event.headers) if event.headers else None))
             conn.executemany(
                 "INSERT INTO deliveries (id, event_id, endpoint, state, attempt, avail_at, okey) "
                 "VALUES (?, ?, ?, 'ready', 1, ?, ?)",
@@ -555,7 +562,7 @@ class SQLiteQueue:
                 for a in conn.execute(
                     "SELECT endpoint, attempt, at, duration, status, error, outcome "
                     "FROM attempts WHERE event_id = ? ORDER BY seq", (event_id,)))
-            return EventRecord(event=_event_from_row(row), endpoints=tuple(json.loads(row[6])),
+            return EventRecord(event=_event_from_row(row), endpoints=tuple(json.loads(row[7])),
                                attempts=attempts)
 
         return await self._run(op)

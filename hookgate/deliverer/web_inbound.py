@@ -18,6 +18,7 @@ import logging
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -186,7 +187,8 @@ def add_inbound_routes(app: web.Application, *, queue: Queue, live: LiveConfig,
             refuse(source, "invalid_event")
             extra = {"field": exc.field} if exc.field else {}
             return error_response(400, "invalid_event", str(exc), **extra)
-        event = build_event(req, now, source=source.key)
+        event = replace(build_event(req, now, source=source.key),
+                        headers=kept_headers(source, request.headers))
         endpoints = snap.router.endpoints(event.type, event.source)
         try:
             event_id, created = await queue.enqueue(event, endpoints,

@@ -18,6 +18,7 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -31,6 +32,7 @@ from tests.integration.conftest import (
     subscription_yaml,
 )
 from tests.receiver import Recorder
+from tests.waiting import eventually
 
 UNAUTHORIZED = {"error": {"code": "unauthorized", "message": "signature verification failed"}}
 SHARED = "It's a Secret to Everybody"  # GitHub's documented example secret
@@ -459,3 +461,39 @@ async def test_metrics_name_the_source_and_the_reason(start_gateway: StartGatewa
                     (("gateway", gateway), ("reason", "missing_signature"), source))] == 1
     assert samples[("hookgate_inbound_accepted_total", (("gateway", gateway), source))] == 1
     assert samples[("hookgate_events_ingested_total", (("gateway", gateway), source))] == 1
+
+
+async def test_kept_headers_travel_with_the_event_even_through_a_replay(
+        start_gateway: StartGateway, receiver: Recorder) -> None:
+    broken = True
+    receiver.script["/internal"] = lambda n: 500 if broken else 204
+    scheme = BY_NAME["github"]
+    keep = "  keepHeaders: [X-GitHub-Delivery, X-GitHub-Hook-ID, X-Team, X-Absent]\n"
+    gw = await start_gateway(
+        source_yaml("src", scheme.verify, secret=scheme.secret, extra=scheme.extra + keep)
+        + endpoint_yaml("internal", receiver.url("/internal"), schedule="[0s]",
+                        extra="  headers: {X-Team: platform}\n")
+        + routed_yaml("from-source", "internal", "src"))
+    body = _body_for(scheme, "evt_keep")
+    headers = {**scheme.sign(body, "d-keep", int(time.time())), "X-GitHub-Hook-ID": "42",
+               "X-Team": "not-the-endpoint's"}
+    status, doc = await gw.post("/in/default/src", raw=body, headers=headers)
+    assert status == 202
+    await receiver.wait_for(lambda r: len(r) == 1)
+
+    async def dead_letters() -> list[dict[str, Any]]:
+        _, listed = await gw.get("/v1/dead-letters")
+        return list(listed["items"])
+
+    await eventually(dead_letters, what="the dead letter")
+    broken = False
+    status, replayed = await gw.post("/v1/dead-letters/replay", {"all": True})
+    assert (status, replayed) == (200, {"requeued": 1})
+    got = await receiver.wait_for(lambda r: any(x.status == 204 for x in r))
+    for delivery in got:
+        assert delivery.webhook_id == doc["id"]
+        assert delivery.headers["x-github-delivery"] == "d-keep"
+        assert delivery.headers["x-github-hook-id"] == "42"
+        assert delivery.headers["x-team"] == "platform"  # the endpoint's own header wins
+        assert "x-absent" not in delivery.headers
+        Webhook(SECRET).verify(delivery.body, delivery.headers)
