@@ -29,7 +29,7 @@ from hookgate.deliverer.inbound_verify import Rejected, get_header, verify_reque
 from hookgate.deliverer.live_config import LiveConfig, Snapshot
 from hookgate.deliverer.metrics import Metrics
 from hookgate.deliverer.queue import Queue, QueueUnavailable
-from hookgate.deliverer.web_ingest import IngestSettings, error_response
+from hookgate.deliverer.web_ingest import IngestSettings, error_response, route_event
 from hookgate.model.routing import SourceConfig
 
 __all__ = ["UNAUTHORIZED", "add_inbound_routes", "decode_payload", "event_type_of",
@@ -189,10 +189,13 @@ def add_inbound_routes(app: web.Application, *, queue: Queue, live: LiveConfig,
             return error_response(400, "invalid_event", str(exc), **extra)
         event = replace(build_event(req, now, source=source.key),
                         headers=kept_headers(source, request.headers))
-        endpoints = snap.router.endpoints(event.type, event.source)
+        # the same routing as the ingest API: type globs, CEL filters, ordering keys
+        route = route_event(live, metrics, event, data)
+        endpoints = route.endpoints
         try:
             event_id, created = await queue.enqueue(event, endpoints,
-                                                    idempotency_ttl=settings.idempotency_ttl)
+                                                    idempotency_ttl=settings.idempotency_ttl,
+                                                    ordering_keys=route.ordering_keys)
         except QueueUnavailable as exc:
             refuse(source, "queue_unavailable")
             log.error("inbound event from %s refused, queue unavailable: %s", source.key, exc)

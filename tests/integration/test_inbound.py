@@ -497,3 +497,20 @@ async def test_kept_headers_travel_with_the_event_even_through_a_replay(
         assert delivery.headers["x-team"] == "platform"  # the endpoint's own header wins
         assert "x-absent" not in delivery.headers
         Webhook(SECRET).verify(delivery.body, delivery.headers)
+
+
+async def test_subscription_filters_apply_to_inbound_events(start_gateway: StartGateway,
+                                                            receiver: Recorder) -> None:
+    scheme = BY_NAME["api-key"]
+    gw = await start_gateway(
+        source_yaml("src", scheme.verify, secret=scheme.secret)
+        + endpoint_yaml("internal", receiver.url("/internal"))
+        + routed_yaml("big", "internal", "src").replace(
+            "  eventTypes:", '  filter: data.amount > 100 && source == "default/src"\n'
+                             "  eventTypes:"))
+    for amount in (50, 150):
+        body = json.dumps({"type": "invoice.paid", "amount": amount}).encode()
+        status, doc = await gw.post("/in/default/src", raw=body, headers=scheme.sign(body, "", 0))
+        assert (status, doc["deliveries"]) == (202, 1 if amount > 100 else 0)
+    (got,) = await receiver.wait_for(lambda r: len(r) == 1)
+    assert json.loads(got.body)["data"]["amount"] == 150
