@@ -127,6 +127,19 @@ def kept_headers(source: SourceConfig, headers: Any) -> tuple[tuple[str, str], .
     return tuple(out)
 
 
+async def _read_body(request: web.Request, limit: int) -> bytes | None:
+    """The whole body, or None once it exceeds ``limit`` bytes. (``content.read(n)`` returns
+    only what has arrived so far, which would verify a truncated body and fail.)"""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def add_inbound_routes(app: web.Application, *, queue: Queue, live: LiveConfig,
                        metrics: Metrics, settings: IngestSettings,
                        clock: Callable[[], float] = time.time) -> None:
@@ -167,8 +180,8 @@ def add_inbound_routes(app: web.Application, *, queue: Queue, live: LiveConfig,
         if (request.content_length or 0) > limit:
             refuse(source, "too_large")
             return too_big
-        raw = await request.content.read(limit + 1)
-        if len(raw) > limit:
+        raw = await _read_body(request, limit)
+        if raw is None:
             refuse(source, "too_large")
             return too_big
         now = clock()

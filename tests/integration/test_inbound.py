@@ -15,7 +15,7 @@ import hmac
 import json
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -514,3 +514,22 @@ async def test_subscription_filters_apply_to_inbound_events(start_gateway: Start
         assert (status, doc["deliveries"]) == (202, 1 if amount > 100 else 0)
     (got,) = await receiver.wait_for(lambda r: len(r) == 1)
     assert json.loads(got.body)["data"]["amount"] == 150
+
+
+async def test_a_large_body_sent_in_chunks_is_verified_whole(start_gateway: StartGateway,
+                                                             receiver: Recorder) -> None:
+    scheme = BY_NAME["github"]
+    gw = await _start(start_gateway, receiver, scheme)
+    payload = {"commits": [{"message": "x" * 1000, "n": i} for i in range(200)]}
+    body = json.dumps(payload).encode()  # about 200 KB, under the 256 KiB limit
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 16 * 1024):
+            yield body[start:start + 16 * 1024]
+            await asyncio.sleep(0)  # let each piece go out on its own
+
+    headers = scheme.sign(body, "big-chunked", int(time.time()))
+    async with gw.http.post(gw.url + "/in/default/src", data=pieces(), headers=headers) as resp:
+        assert resp.status == 202, await resp.text()
+    (got,) = await receiver.wait_for(lambda r: len(r) == 1)
+    assert json.loads(got.body)["data"] == payload
