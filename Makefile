@@ -60,3 +60,23 @@ cluster-up: k8s-binaries ## start a local Kubernetes control plane on 127.0.0.1 
 
 cluster-down: ## stop the local control plane and delete its state
 	hack/control-plane down
+
+# --- packaging: Helm chart, plain manifests, container image (docs/install.md) ------------
+HELM ?= $(shell bash hack/k8s/build --print 2>/dev/null || bash hack/k8s/build)/helm
+
+.PHONY: chart-crds deploy-manifest lint-docker lint-chart
+
+chart-crds: ## regenerate the chart's CRD templates from crds/
+	hack/sync-chart-crds
+
+deploy-manifest: chart-crds ## regenerate deploy/hookgate.yaml from the chart
+	HELM=$(HELM) hack/deploy-manifest
+
+lint-docker: venv ## hadolint the Dockerfile
+	$(BIN)/hadolint Dockerfile
+
+lint-chart: ## helm lint (default and all-features values); generated files up to date
+	$(HELM) lint --strict charts/hookgate
+	$(HELM) lint --strict charts/hookgate -f charts/hookgate/ci/all-features-values.yaml
+	hack/sync-chart-crds --check
+	HELM=$(HELM) hack/deploy-manifest --check
