@@ -605,3 +605,17 @@ def test_dockerfile_shape() -> None:
     assert all("--no-cache-dir" in ln for ln in lines if re.search(r"\bpip\b.*\binstall\b", ln))
     ignored = (ROOT / ".dockerignore").read_text().splitlines()
     assert ignored[ignored.index("*"):][:1] == ["*"], ".dockerignore allows only what is needed"
+
+
+def test_default_gateway_waits_for_its_crd_on_first_install(helm: str) -> None:
+    """Helm cannot map a kind whose CRD comes in the same release: on the first install the
+    gateway is a post-install hook carrying the release's ownership, adopted on upgrade."""
+    args = ["--set", "gateway.create=true", "--set", "redis.enabled=true"]
+    first = one(render(helm, *args), "WebhookGateway")["metadata"]["annotations"]
+    assert first["helm.sh/hook"] == "post-install,post-upgrade"
+    assert first["helm.sh/hook-delete-policy"] == "hook-failed"
+    assert first["meta.helm.sh/release-name"] == "hookgate"
+    assert first["meta.helm.sh/release-namespace"] == "hookgate-system"
+    later = one(render(helm, *args, "--api-versions", "hookgate.io/v1alpha1/WebhookGateway"),
+                "WebhookGateway")
+    assert "annotations" not in later["metadata"]
