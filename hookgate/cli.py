@@ -278,6 +278,8 @@ def cmd_deliverer(args: argparse.Namespace) -> int:
 
 
 def cmd_operator(args: argparse.Namespace) -> int:
+    import logging
+
     import kopf
 
     from hookgate.logs import setup_logging
@@ -288,6 +290,9 @@ def cmd_operator(args: argparse.Namespace) -> int:
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig  # kopf's own login reads it too
     handlers.OPTIONS.update(namespaced=bool(namespaces), kubeconfig=args.kubeconfig)
+    # kopf logs every handled watch event at INFO; ours are routine wake-ups, so only
+    # warnings from it are worth a line. Our own reconcile logs say what changed.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     asyncio.run(kopf.operator(
         clusterwide=not namespaces, namespaces=namespaces,
         liveness_endpoint=f"http://{args.liveness}/healthz",

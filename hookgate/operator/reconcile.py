@@ -96,7 +96,8 @@ class Reconciler:
                    for kind in ("WebhookEndpoint", "Subscription", "WebhookSource")}
         secrets = {s["metadata"]["name"]: s for s in await self.kube.list("Secret", namespace)}
 
-        resources, parse_problems = self._parse(objects, secrets)
+        resources, parse_problems = self._parse({**objects, "WebhookGateway": [gateway]},
+                                                secrets)
         generated = await self._generated_secrets(objects["WebhookEndpoint"], name, secrets)
         compiled = compile_config(resources, gw_key, generated)
         problems: dict[str, list[Problem]] = {}

@@ -1,0 +1,500 @@
+"""The operator on a real API server: examples in, deliverer pools out, and a deliverer
+process (run locally, as there is no kubelet) that delivers from the published config."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+from standardwebhooks.webhooks import Webhook
+
+from hookgate.deliverer.queue import Event, open_queue
+from tests.receiver import Recorder, free_port
+from tests.waiting import eventually
+
+from .kubeutil import Kube, unique_name
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE_SECRET = "whsec_aG9va2dhdGUgZXhhbXBsZSBzZWNyZXQh"
+GROUP = "hookgate.io/v1alpha1"
+
+
+@pytest.fixture(scope="module")
+def crds(kube: Kube) -> Kube:
+    kube.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+    kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(ROOT / "crds"))
+    return kube
+
+
+@pytest.fixture
+def ns(crds: Kube) -> Iterator[str]:
+    name = unique_name("hg-op")
+    crds.kubectl("create", "namespace", name)
+    yield name
+    crds.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+class Operator:
+    def __init__(self, kube: Kube, namespace: str, log: Path) -> None:
+        self.log = log
+        env = {**os.environ, "KUBECONFIG": str(kube.kubeconfig)}
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "hookgate",
+                    "operator",
+                    "--namespace",
+                    namespace,
+                    "--liveness",
+                    f"127.0.0.1:{free_port()}",
+                    "--log-format",
+                    "text",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def operator(crds: Kube, ns: str, tmp_path: Path) -> Iterator[Operator]:
+    op = Operator(crds, ns, tmp_path / "operator.log")
+    yield op
+    op.stop()
+    print(op.log.read_text()[-5000:])
+
+
+def apply(kube: Kube, ns: str, *docs: dict[str, Any] | str) -> None:
+    text = "\n---\n".join(d if isinstance(d, str) else yaml.safe_dump(d) for d in docs)
+    kube.kubectl("apply", "-n", ns, "-f", "-", input=text)
+
+
+def get(kube: Kube, ns: str, kind: str, name: str) -> dict[str, Any] | None:
+    out = kube.kubectl("get", "-n", ns, kind, name, "-o", "json", check=False)
+    return json.loads(out.stdout) if out.returncode == 0 else None
+
+
+async def until(probe: Any, what: str, timeout: float = 60) -> Any:
+    async def check() -> Any:
+        return await asyncio.to_thread(probe)
+
+    return await eventually(check, timeout=timeout, what=what, interval=0.2)
+
+
+def ready(obj: dict[str, Any] | None) -> dict[str, Any] | None:
+    for c in ((obj or {}).get("status") or {}).get("conditions", []):
+        if c["type"] == "Ready":
+            return dict(c)
+    return None
+
+
+def examples(redis_url: str) -> str:
+    """The examples, with the Redis Secret pointing at the test's Redis on loopback."""
+    text = "\n---\n".join(
+        (ROOT / "examples" / f).read_text()
+        for f in ("gateway.yaml", "endpoints.yaml", "subscriptions.yaml", "sources.yaml")
+    )
+    secrets = [d for d in yaml.safe_load_all((ROOT / "examples" / "secrets.yaml").read_text()) if d]
+    for s in secrets:
+        if s["metadata"]["name"] == "redis":
+            s["stringData"]["url"] = redis_url
+    return text + "\n---\n" + "\n---\n".join(yaml.safe_dump(s) for s in secrets)
+
+
+CHILDREN = [
+    ("configmap", "hookgate-default-config"),
+    ("secret", "hookgate-default-keys"),
+    ("deployment", "hookgate-default"),
+    ("service", "hookgate-default"),
+    ("poddisruptionbudget", "hookgate-default"),
+    ("serviceaccount", "hookgate-default-deliverer"),
+    ("role", "hookgate-default-deliverer"),
+    ("rolebinding", "hookgate-default-deliverer"),
+]
+
+
+async def test_examples_become_a_ready_deliverer_pool(
+    crds: Kube, ns: str, operator: Operator, redis_url: str
+) -> None:
+    apply(crds, ns, examples(redis_url))
+    gateway = await until(
+        lambda: (
+            (g := get(crds, ns, "webhookgateway", "default"))
+            and (ready(g) or {}).get("status") == "True"
+            and g
+        ),
+        "the gateway to be Ready",
+    )
+    uid = gateway["metadata"]["uid"]
+    for kind, name in CHILDREN:
+        child = await until(lambda k=kind, n=name: get(crds, ns, k, n), f"{kind} {name}")
+        (owner,) = child["metadata"]["ownerReferences"]
+        assert (owner["kind"], owner["uid"]) == ("WebhookGateway", uid)
+    deployment = get(crds, ns, "deployment", "hookgate-default")
+    assert deployment is not None and deployment["spec"]["replicas"] == 1
+    # The controller-manager turns the Deployment into a ReplicaSet.
+    await until(
+        lambda: crds.kubectl(
+            "get", "-n", ns, "replicaset", "-l", "hookgate.io/gateway=default", "-o", "name"
+        ).stdout.strip(),
+        "a ReplicaSet for the deliverers",
+    )
+    # The endpoint without secretRef got a generated, owned Secret, named in its status.
+    audit = await until(
+        lambda: (
+            (e := get(crds, ns, "webhookendpoint", "audit"))
+            and (e.get("status") or {}).get("secretName")
+            and e
+        ),
+        "the audit endpoint's generated secret",
+    )
+    secret = get(crds, ns, "secret", audit["status"]["secretName"])
+    assert secret is not None
+    assert base64.b64decode(secret["data"]["secret"]).decode().startswith("whsec_")
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == audit["metadata"]["uid"]
+    # kubectl wait works on our conditions.
+    for kind in ("webhookendpoint/local-receiver", "subscription/orders", "webhookgateway/default"):
+        crds.kubectl("wait", "-n", ns, "--for=condition=Ready", "--timeout=60s", kind)
+    status = get(crds, ns, "webhookgateway", "default")["status"]  # type: ignore[index]
+    assert (status["endpoints"], status["subscriptions"], status["desiredReplicas"]) == (2, 3, 1)
+    assert status["selector"] == "app.kubernetes.io/name=hookgate,hookgate.io/gateway=default"
+    published = get(crds, ns, "configmap", "hookgate-default-config")
+    assert published is not None and "whsec_" not in json.dumps(published["data"])
+
+
+def service_account_kubeconfig(kube: Kube, ns: str, account: str, path: Path) -> Path:
+    """A kubeconfig that authenticates as ``account``: the deliverer's own identity."""
+    token = kube.kubectl("create", "token", "-n", ns, account, "--duration=1h").stdout.strip()
+    admin = yaml.safe_load(kube.kubeconfig.read_text())
+    cluster = admin["clusters"][0]
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [cluster],
+                "users": [{"name": account, "user": {"token": token}}],
+                "contexts": [
+                    {
+                        "name": "deliverer",
+                        "context": {"cluster": cluster["name"], "user": account, "namespace": ns},
+                    }
+                ],
+                "current-context": "deliverer",
+            }
+        )
+    )
+    return path
+
+
+def spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "hookgate", *args], stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Recorder]:
+    rec = Recorder()
+    await rec.start()
+    yield rec
+    await rec.stop()
+
+
+def sink(url: str, event_types: list[str]) -> list[dict[str, Any]]:
+    """An endpoint on the test's loopback receiver and its subscription."""
+    return [{"apiVersion": GROUP, "kind": "WebhookEndpoint", "metadata": {"name": "sink"},
+             "spec": {"url": url, "secretRef": {"name": "local-receiver-signing"},
+                      "retry": {"schedule": ["0s", "1s"]}}},
+            {"apiVersion": GROUP, "kind": "Subscription", "metadata": {"name": "to-sink"},
+             "spec": {"endpointRef": {"name": "sink"}, "eventTypes": event_types}}]
+
+
+async def test_local_deliverer_delivers_and_follows_config_changes(
+    crds: Kube, ns: str, operator: Operator, redis_url: str, receiver: Recorder, tmp_path: Path
+) -> None:
+    apply(crds, ns, examples(redis_url), *sink(receiver.url("/sink"), ["order.*"]))
+    # The receiver is on loopback, which a cluster gateway refuses unless allowed.
+    crds.kubectl("patch", "-n", ns, "webhookgateway", "default", "--type=merge", "-p",
+                 '{"spec": {"network": {"allowCIDRs": ["127.0.0.0/8"]}}}')
+    await until(
+        lambda: (ready(get(crds, ns, "webhookendpoint", "sink")) or {}).get("status") == "True",
+        "the sink endpoint to be Ready",
+    )
+    kubeconfig = service_account_kubeconfig(
+        crds, ns, "hookgate-default-deliverer", tmp_path / "deliverer.kubeconfig"
+    )
+    port = free_port()
+    log = tmp_path / "deliverer.log"
+    proc = spawn(["deliverer", "--gateway", f"{ns}/default", "--queue", redis_url,
+                  "--listen", f"127.0.0.1:{port}", "--kubeconfig", str(kubeconfig),
+                  "--log-format", "text", "--grace", "2"], log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def readyz() -> dict[str, Any] | None:
+                assert proc.poll() is None, log.read_text()
+                try:
+                    async with http.get(url + "/readyz") as resp:
+                        return dict(await resp.json()) if resp.status == 200 else None
+                except aiohttp.ClientError:
+                    return None
+
+            async def allowed() -> dict[str, Any] | None:
+                # The allowCIDRs patch may land after the deliverer's first read.
+                now = await readyz()
+                config = json.loads(get(crds, ns, "configmap", "hookgate-default-config")
+                                    ["data"]["routing.json"])  # type: ignore[index]
+                return now if "127.0.0.0/8" in config.get("allowCIDRs", []) else None
+
+            await eventually(allowed, timeout=30, what="the deliverer to be ready")
+
+            async def send(event_type: str) -> str:
+                async with http.post(url + "/v1/events",
+                                     json={"type": event_type, "data": {}}) as resp:
+                    assert resp.status == 202, await resp.text()
+                    return str((await resp.json())["id"])
+
+            event_id = await send("order.created")
+            (got,) = await receiver.wait_for(lambda r: len(r) >= 1, timeout=30)
+            assert got.webhook_id == event_id, log.read_text()[-3000:]
+            Webhook(EXAMPLE_SECRET).verify(got.body, got.headers)
+
+            # Resubscribe the sink to shipments; the deliverer must pick it up live.
+            first = await readyz()
+            assert first is not None
+            changed_at = time.monotonic()
+            apply(crds, ns, sink(receiver.url("/sink"), ["shipment.*"])[1])
+
+            async def reloaded() -> bool:
+                now = await readyz()
+                return bool(now and now["config"] > first["config"])
+
+            await eventually(reloaded, timeout=30, what="the deliverer to apply the change")
+            seconds = time.monotonic() - changed_at
+            print(f"config change reached the deliverer in {seconds:.2f}s")
+            await send("order.created")  # no longer routed to the sink
+            await send("shipment.sent")
+            got2 = await receiver.wait_for(lambda r: len(r) >= 2, timeout=30)
+            assert [json.loads(r.body)["type"] for r in got2] == ["order.created",
+                                                                  "shipment.sent"]
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+async def test_invalid_objects_report_ready_false_with_a_reason(
+    crds: Kube, ns: str, operator: Operator, redis_url: str
+) -> None:
+    apply(
+        crds,
+        ns,
+        examples(redis_url),
+        {
+            "apiVersion": GROUP,
+            "kind": "Subscription",
+            "metadata": {"name": "dangling"},
+            "spec": {"endpointRef": {"name": "nowhere"}, "eventTypes": ["*"]},
+        },
+        {
+            "apiVersion": GROUP,
+            "kind": "WebhookEndpoint",
+            "metadata": {"name": "unsigned"},
+            "spec": {"url": "https://unsigned.example/", "secretRef": {"name": "missing"}},
+        },
+    )
+    dangling = await until(
+        lambda: ready(get(crds, ns, "subscription", "dangling")),
+        "the dangling subscription's condition",
+    )
+    assert (dangling["status"], dangling["reason"]) == ("False", "EndpointNotFound")
+    assert "nowhere" in dangling["message"]
+    unsigned = await until(
+        lambda: ready(get(crds, ns, "webhookendpoint", "unsigned")),
+        "the unsigned endpoint's condition",
+    )
+    assert (unsigned["status"], unsigned["reason"]) == ("False", "SecretMissing")
+
+    def degraded() -> dict[str, Any] | None:
+        gw = get(crds, ns, "webhookgateway", "default") or {}
+        return next(
+            (
+                c
+                for c in gw.get("status", {}).get("conditions", [])
+                if c["type"] == "Degraded" and c["status"] == "True"
+            ),
+            None,
+        )
+
+    condition = await until(degraded, "the gateway to be Degraded")
+    assert "Subscription" in condition["message"]
+    # Fixing the object clears the condition.
+    apply(
+        crds,
+        ns,
+        {
+            "apiVersion": GROUP,
+            "kind": "Subscription",
+            "metadata": {"name": "dangling"},
+            "spec": {"endpointRef": {"name": "audit"}, "eventTypes": ["*"]},
+        },
+    )
+    await until(
+        lambda: (ready(get(crds, ns, "subscription", "dangling")) or {}).get("status") == "True",
+        "the fixed subscription to be Ready",
+    )
+    assert operator.proc.poll() is None
+    assert "Traceback" not in operator.log.read_text()
+
+
+async def test_hand_deleted_children_are_restored_and_gateway_deletion_collects_them(
+    crds: Kube, ns: str, operator: Operator, redis_url: str
+) -> None:
+    apply(crds, ns, examples(redis_url))
+    await until(
+        lambda: get(crds, ns, "configmap", "hookgate-default-config"), "the published ConfigMap"
+    )
+    crds.kubectl("delete", "-n", ns, "configmap", "hookgate-default-config")
+    crds.kubectl("delete", "-n", ns, "role", "hookgate-default-deliverer")
+    await until(
+        lambda: (
+            get(crds, ns, "configmap", "hookgate-default-config")
+            and get(crds, ns, "role", "hookgate-default-deliverer")
+        ),
+        "the deleted children to be restored",
+    )
+    crds.kubectl("delete", "-n", ns, "webhookgateway", "default")
+    for kind, name in CHILDREN:
+        await until(
+            lambda k=kind, n=name: get(crds, ns, k, n) is None,
+            f"{kind} {name} to be garbage-collected",
+        )
+
+
+async def test_backlog_scales_the_deployment_up_then_down(
+    crds: Kube, ns: str, operator: Operator, redis_url: str
+) -> None:
+    gateway = {
+        "apiVersion": GROUP,
+        "kind": "WebhookGateway",
+        "metadata": {"name": "default"},
+        "spec": {
+            "queue": {"redis": {"url": redis_url}},
+            "autoscaling": {
+                "mode": "Builtin",
+                "minReplicas": 1,
+                "maxReplicas": 8,
+                "targetBacklogPerReplica": 10,
+                "pollingIntervalSeconds": 1,
+                "scaleDownStabilizationSeconds": 3,
+            },
+        },
+    }
+    apply(crds, ns, gateway)
+
+    def replicas() -> int:
+        d = get(crds, ns, "deployment", "hookgate-default") or {}
+        return int(d.get("spec", {}).get("replicas", -1))
+
+    await until(lambda: replicas() == 1, "the deployment at 1 replica")
+    queue = open_queue(redis_url, gateway=f"{ns}/default")
+    await queue.open()
+    try:
+        for i in range(55):  # 55 ready deliveries, target 10 per replica: 6 replicas
+            body = json.dumps({"type": "t", "timestamp": "x", "data": i}).encode()
+            await queue.enqueue(Event(f"evt_{i}", "t", body, time.time()), [f"{ns}/ep"])
+        await until(lambda: replicas() == 6, "scale-up to 6 replicas", timeout=60)
+        events = crds.kubectl("get", "events", "-n", ns, "-o", "json").stdout
+        assert "scaled up from 1 to 6 replicas" in events
+        drained = 0
+        while drained < 55:
+            for d in await queue.fetch(55, wait=1):
+                await queue.complete(d, _attempt(d.endpoint))
+                drained += 1
+        await until(lambda: replicas() == 1, "scale-down after the window", timeout=60)
+    finally:
+        await queue.close()
+
+
+def _attempt(endpoint: str) -> Any:
+    from hookgate.deliverer.queue import Attempt
+
+    return Attempt(
+        endpoint=endpoint,
+        attempt=1,
+        at=time.time(),
+        duration=0.01,
+        status=204,
+        error=None,
+        outcome="success",
+    )
+
+
+async def test_scale_subresource_sets_replicas_when_autoscaling_is_disabled(
+    crds: Kube, ns: str, operator: Operator, redis_url: str
+) -> None:
+    apply(
+        crds,
+        ns,
+        {
+            "apiVersion": GROUP,
+            "kind": "WebhookGateway",
+            "metadata": {"name": "default"},
+            "spec": {
+                "queue": {"redis": {"url": redis_url}},
+                "autoscaling": {"mode": "Disabled"},
+                "replicas": 1,
+            },
+        },
+    )
+    await until(lambda: get(crds, ns, "deployment", "hookgate-default"), "the deployment")
+    crds.kubectl("scale", "-n", ns, "webhookgateway/default", "--replicas=3")
+    await until(
+        lambda: (
+            (get(crds, ns, "deployment", "hookgate-default") or {}).get("spec", {}).get("replicas")
+            == 3
+        ),
+        "3 replicas after kubectl scale",
+    )
+
+
+async def test_keda_mode_without_keda_says_so(
+    crds: Kube, ns: str, operator: Operator, redis_url: str
+) -> None:
+    apply(
+        crds,
+        ns,
+        {
+            "apiVersion": GROUP,
+            "kind": "WebhookGateway",
+            "metadata": {"name": "default"},
+            "spec": {"queue": {"redis": {"url": redis_url}}, "autoscaling": {"mode": "KEDA"}},
+        },
+    )
+    condition = await until(
+        lambda: ready(get(crds, ns, "webhookgateway", "default")), "the gateway's condition"
+    )
+    assert (condition["status"], condition["reason"]) == ("False", "KEDANotInstalled")
