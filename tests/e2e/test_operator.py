@@ -498,3 +498,42 @@ async def test_keda_mode_without_keda_says_so(
         lambda: ready(get(crds, ns, "webhookgateway", "default")), "the gateway's condition"
     )
     assert (condition["status"], condition["reason"]) == ("False", "KEDANotInstalled")
+
+
+KEDA_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "scaledobjects.keda.sh"},
+    "spec": {"group": "keda.sh", "scope": "Namespaced",
+             "names": {"kind": "ScaledObject", "plural": "scaledobjects",
+                       "singular": "scaledobject", "listKind": "ScaledObjectList"},
+             "versions": [{"name": "v1alpha1", "served": True, "storage": True,
+                           "schema": {"openAPIV3Schema": {
+                               "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]},
+}
+
+
+async def test_keda_mode_emits_a_scaled_object_when_keda_is_installed(
+        crds: Kube, ns: str, operator: Operator, redis_url: str) -> None:
+    # KEDA's API, served by the real API server (its controller is not needed to check what
+    # the operator asks of it).
+    crds.kubectl("apply", "-f", "-", input=yaml.safe_dump(KEDA_CRD))
+    try:
+        crds.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                     "crd/scaledobjects.keda.sh")
+        apply(crds, ns, {"apiVersion": GROUP, "kind": "WebhookGateway",
+                         "metadata": {"name": "default"},
+                         "spec": {"queue": {"redis": {"url": redis_url}},
+                                  "autoscaling": {"mode": "KEDA", "maxReplicas": 12,
+                                                  "targetBacklogPerReplica": 40}}})
+        scaled = await until(lambda: get(crds, ns, "scaledobject", "hookgate-default"),
+                             "the ScaledObject")
+        assert scaled["spec"]["scaleTargetRef"] == {"name": "hookgate-default"}
+        assert scaled["spec"]["maxReplicaCount"] == 12
+        (trigger,) = scaled["spec"]["triggers"]
+        assert (trigger["type"], trigger["metadata"]["lagCount"]) == ("redis-streams", "40")
+        assert trigger["metadata"]["stream"] == f"hookgate:{{{ns}/default}}:deliveries"
+        condition = await until(lambda: (c := ready(get(crds, ns, "webhookgateway", "default")))
+                                and c["status"] == "True" and c, "the gateway to be Ready")
+        assert condition["reason"] == "Reconciled"
+    finally:
+        crds.kubectl("delete", "crd", "scaledobjects.keda.sh", "--wait=false", check=False)

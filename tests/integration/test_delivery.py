@@ -154,3 +154,24 @@ async def test_invalid_config_change_keeps_the_running_config(start_gateway: Sta
     await gw.send("still.routed")
     await receiver.wait_for(lambda r: len(r) == 1)
     assert gw.gateway.live.current is before
+
+
+async def test_deleting_an_endpoint_turns_its_queued_deliveries_into_dead_letters(
+        start_gateway: StartGateway, receiver: Recorder) -> None:
+    receiver.script["/gone-soon"] = lambda n: 503
+    keep = endpoint_yaml("keep", receiver.url("/keep")) + subscription_yaml("k", "keep", '["*"]')
+    gw = await start_gateway(
+        keep + endpoint_yaml("gone-soon", receiver.url("/gone-soon"), schedule="[0s, 1s, 1s]")
+        + subscription_yaml("g", "gone-soon", '["*"]'))
+    event_id = await gw.send("order.created")
+    await receiver.wait_for(lambda r: len(r) == 2)  # one attempt each; gone-soon now waits
+    (gw.files.config_dir / "manifests.yaml").write_text(keep)
+
+    async def dead() -> list[dict[str, object]]:
+        status, doc = await gw.get("/v1/dead-letters")
+        assert status == 200
+        return list(doc["items"])
+
+    (letter,) = await eventually(dead, what="the deleted endpoint's dead letter")
+    assert (letter["event_id"], letter["endpoint"], letter["reason"]) == (
+        event_id, "default/gone-soon", "EndpointDeleted")
