@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "env HOOKGATE_NAMESPACES, comma-separated)")
     operator.add_argument("--kubeconfig", default=None,
                           help="outside a pod: the kubeconfig to use (default: $KUBECONFIG)")
+    operator.add_argument("--deliverer-image", default=_env("DELIVERER_IMAGE"),
+                          help="image of deliverer pods for gateways that name none "
+                               "(e.g. a private mirror) [HOOKGATE_DELIVERER_IMAGE]")
     operator.add_argument("--liveness", default=_env("LIVENESS", "0.0.0.0:8081"),
                           help="HOST:PORT of the liveness probe (/healthz) [default: 0.0.0.0:8081]")
     _log_flags(operator)
@@ -289,7 +292,8 @@ def cmd_operator(args: argparse.Namespace) -> int:
     namespaces = args.namespace or [n for n in (_env("NAMESPACES") or "").split(",") if n]
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig  # kopf's own login reads it too
-    handlers.OPTIONS.update(namespaced=bool(namespaces), kubeconfig=args.kubeconfig)
+    handlers.OPTIONS.update(namespaced=bool(namespaces), kubeconfig=args.kubeconfig,
+                            deliverer_image=args.deliverer_image)
     # kopf logs every handled watch event at INFO; ours are routine wake-ups, so only
     # warnings from it are worth a line. Our own reconcile logs say what changed.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)

@@ -156,8 +156,10 @@ def _queue_env(spec: Mapping[str, Any]) -> list[Obj]:
             from_secret("HOOKGATE_REDIS_PASSWORD", "password", optional=True)]
 
 
-def build_deployment(gateway: Mapping[str, Any], replicas: int) -> Obj:
-    """The deliverer pool. ``replicas`` is what the autoscaler (or spec.replicas) decided."""
+def build_deployment(gateway: Mapping[str, Any], replicas: int,
+                     default_image: str = DEFAULT_IMAGE) -> Obj:
+    """The deliverer pool. ``replicas`` is what the autoscaler (or spec.replicas) decided;
+    ``default_image`` is used when the gateway names no ``spec.deliverer.image``."""
     gw = gateway["metadata"]["name"]
     namespace = gateway["metadata"]["namespace"]
     spec = gateway.get("spec") or {}
@@ -165,7 +167,7 @@ def build_deployment(gateway: Mapping[str, Any], replicas: int) -> Obj:
     names = Names(gw)
     container: Obj = {
         "name": "deliverer",
-        "image": deliverer.get("image") or DEFAULT_IMAGE,
+        "image": deliverer.get("image") or default_image,
         "args": ["deliverer", "--gateway", f"{namespace}/{gw}",
                  "--concurrency", str(deliverer.get("concurrency", 256)),
                  "--listen", f"0.0.0.0:{HTTP_PORT}"],
@@ -282,13 +284,14 @@ def build_scaled_object(gateway: Mapping[str, Any]) -> Obj:
     }
 
 
-def build_children(gateway: Mapping[str, Any], config: GatewayConfig, replicas: int
-                   ) -> list[Obj]:
+def build_children(gateway: Mapping[str, Any], config: GatewayConfig, replicas: int,
+                   default_image: str = DEFAULT_IMAGE) -> list[Obj]:
     """Every child of a gateway, in the order they should be applied."""
     mode = ((gateway.get("spec") or {}).get("autoscaling") or {}).get("mode", "Builtin")
     children = [build_service_account(gateway), build_role(gateway), build_role_binding(gateway),
                 build_configmap(gateway, config), build_keys_secret(gateway, config),
-                build_deployment(gateway, replicas), build_service(gateway), build_pdb(gateway)]
+                build_deployment(gateway, replicas, default_image), build_service(gateway),
+                build_pdb(gateway)]
     if mode == "KEDA":
         children.append(build_scaled_object(gateway))
     return children

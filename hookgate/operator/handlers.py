@@ -22,7 +22,7 @@ __all__ = ["OPTIONS"]
 GROUP, VERSION = "hookgate.io", "v1alpha1"
 
 #: Set by ``hookgate operator`` before kopf starts.
-OPTIONS: dict[str, Any] = {"namespaced": False, "kubeconfig": None}
+OPTIONS: dict[str, Any] = {"namespaced": False, "kubeconfig": None, "deliverer_image": None}
 
 _loops: Loops | None = None
 _generations: dict[str, int] = {}
@@ -53,7 +53,10 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # In namespaced mode the operator may not list namespaces or CRDs cluster-wide:
     # scanning would fail on RBAC and serves nothing there.
     settings.scanning.disabled = bool(OPTIONS["namespaced"])
-    _loops = Loops(Reconciler(Kube(load_client(OPTIONS["kubeconfig"])), notify=_notify))
+    reconciler = Reconciler(Kube(load_client(OPTIONS["kubeconfig"])), notify=_notify)
+    if OPTIONS["deliverer_image"]:
+        reconciler.default_image = OPTIONS["deliverer_image"]
+    _loops = Loops(reconciler)
 
 
 @kopf.on.cleanup()

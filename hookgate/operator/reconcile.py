@@ -23,6 +23,7 @@ from hookgate.model.problems import ManifestError, Problem
 from hookgate.model.resources import Resource, parse_resource
 from hookgate.operator.autoscale import Policy, Recommendation, decide_replicas
 from hookgate.operator.build import (
+    DEFAULT_IMAGE,
     build_children,
     build_endpoint_secret,
     generated_secret_name,
@@ -63,8 +64,10 @@ def _key(obj: Mapping[str, Any]) -> str:
 
 class Reconciler:
     def __init__(self, kube: Kube, *, notify: Notify = _no_events,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 default_image: str = DEFAULT_IMAGE) -> None:
         self.kube = kube
+        self.default_image = default_image
         self.notify = notify
         self.clock = clock
         self.states: dict[str, GatewayState] = {}
@@ -112,7 +115,7 @@ class Reconciler:
         backlog = await self._backlog(gateway, state, secrets, gateway_problems)
         replicas = await self._replicas(gateway, state, backlog)
         mode = (spec.get("autoscaling") or {}).get("mode", "Builtin")
-        children = build_children(gateway, config, replicas)
+        children = build_children(gateway, config, replicas, self.default_image)
         if mode == "KEDA":
             if not await self.kube.has_api("keda.sh/v1alpha1", "scaledobjects"):
                 gateway_problems.append(Problem(

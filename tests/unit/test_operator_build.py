@@ -134,3 +134,12 @@ def test_published_secret_carries_endpoint_auth_and_source_secrets() -> None:
     config = GatewayConfig(compiled, ("k",), 1024)
     assert "s3cret" not in "".join(config.config_data().values())
     assert GatewayConfig.from_data(config.config_data(), config.secret_data()) == config
+
+
+def test_default_deliverer_image_applies_only_when_the_gateway_names_none() -> None:
+    mirror = "registry.internal/hookgate:0.1.0"
+    named = by_kind(build_children(GATEWAY, CONFIG, 1, mirror))["Deployment"]
+    assert named["spec"]["template"]["spec"]["containers"][0]["image"] == "example/hookgate:test"
+    bare = {**GATEWAY, "spec": {**GATEWAY["spec"], "deliverer": {}}}
+    deployment = by_kind(build_children(bare, CONFIG, 1, mirror))["Deployment"]
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == mirror
