@@ -117,13 +117,10 @@ class InvalidSignature(ValueError):
     """The request does not carry a valid signature; ``str()`` says why."""
 
 
-def verify(secret_keys: Iterable[bytes], headers: Mapping[str, str], body: bytes, now: float,
-           tolerance: float = 300.0) -> str:
-    """Check Standard Webhooks headers; returns the ``webhook-id`` or raises InvalidSignature.
-
-    Header names are looked up case-insensitively. Any one matching ``v1`` signature among
-    the space-separated entries is enough (rotation).
-    """
+def _signed_headers(headers: Mapping[str, str], now: float, tolerance: float
+                    ) -> tuple[str, int, str]:
+    """``webhook-id``, ``webhook-timestamp`` and ``webhook-signature``, checked for presence
+    and freshness (replay protection); header names case-insensitive."""
     lower = {k.lower(): v for k, v in headers.items()}
     msg_id, stamp, given = (lower.get("webhook-id"), lower.get("webhook-timestamp"),
                             lower.get("webhook-signature"))
@@ -135,6 +132,17 @@ def verify(secret_keys: Iterable[bytes], headers: Mapping[str, str], body: bytes
         raise InvalidSignature("webhook-timestamp is not a whole number") from None
     if abs(now - timestamp) > tolerance:
         raise InvalidSignature("webhook-timestamp is too far from now (replay protection)")
+    return msg_id, timestamp, given
+
+
+def verify(secret_keys: Iterable[bytes], headers: Mapping[str, str], body: bytes, now: float,
+           tolerance: float = 300.0) -> str:
+    """Check Standard Webhooks headers; returns the ``webhook-id`` or raises InvalidSignature.
+
+    Header names are looked up case-insensitively. Any one matching ``v1`` signature among
+    the space-separated entries is enough (rotation).
+    """
+    msg_id, timestamp, given = _signed_headers(headers, now, tolerance)
     candidates = [s.partition(",")[2] for s in given.split() if s.startswith("v1,")]
     for key in secret_keys:
         expected = sign(key, msg_id, timestamp, body).partition(",")[2]
@@ -147,17 +155,7 @@ def verify_asymmetric(public_keys: Iterable[str], headers: Mapping[str, str], bo
                       now: float, tolerance: float = 300.0) -> str:
     """Check a ``v1a`` (Ed25519) signature against ``whpk_`` public keys; returns the
     ``webhook-id`` or raises InvalidSignature. For receivers and tests."""
-    lower = {k.lower(): v for k, v in headers.items()}
-    msg_id, stamp, given = (lower.get("webhook-id"), lower.get("webhook-timestamp"),
-                            lower.get("webhook-signature"))
-    if not (msg_id and stamp and given):
-        raise InvalidSignature("missing webhook-id, webhook-timestamp or webhook-signature")
-    try:
-        timestamp = int(stamp)
-    except ValueError:
-        raise InvalidSignature("webhook-timestamp is not a whole number") from None
-    if abs(now - timestamp) > tolerance:
-        raise InvalidSignature("webhook-timestamp is too far from now (replay protection)")
+    msg_id, timestamp, given = _signed_headers(headers, now, tolerance)
     content = _content(msg_id, timestamp, body)
     candidates = [s.partition(",")[2] for s in given.split() if s.startswith("v1a,")]
     for text in public_keys:
