@@ -286,14 +286,10 @@ class KafkaServer(BrokerProcess):
             "share.coordinator.state.topic.min.isr=1",
             "group.initial.rebalance.delay.ms=0", "auto.create.topics.enable=true",
             "log.flush.interval.messages=1", ""]))
+        # a static quorum (controller.quorum.voters): format without --standalone
         result = subprocess.run(self._java(
             "kafka.tools.StorageTool", "format", "-t", "hookgate-tests-cluster-0",
-            "-c", str(self.props), "--standalone"), capture_output=True, text=True,
-            timeout=120, check=False)
-        if result.returncode != 0:
-            result = subprocess.run(self._java(
-                "kafka.tools.StorageTool", "format", "-t", "hookgate-tests-cluster-0",
-                "-c", str(self.props)), capture_output=True, text=True, timeout=120, check=False)
+            "-c", str(self.props)), capture_output=True, text=True, timeout=120, check=False)
         if result.returncode != 0:
             raise RuntimeError(f"kafka storage format failed: {result.stdout}{result.stderr}")
 

@@ -27,10 +27,10 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import Counter, Gauge
 
@@ -46,6 +46,8 @@ __all__ = ["EXTRAS", "BadMessage", "Consumer", "MappedEvent", "Message", "Missin
            "make_consumer", "message_to_event"]
 
 log = logging.getLogger("hookgate.source")
+
+T = TypeVar("T")
 
 #: Broker kind -> (module with its Consumer class, the pip extra that brings its library).
 EXTRAS: dict[str, tuple[str, str | None]] = {
@@ -296,6 +298,49 @@ class SourceMetrics:
 
 # -- the worker: consume, enqueue, acknowledge, reconnect -----------------------------------------
 
+def _cancelling() -> bool:
+    """Whether the running task itself is being cancelled (not a library's inner task)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+async def bounded(work: Coroutine[Any, Any, T], seconds: float, what: str) -> T:
+    """``work``'s result within ``seconds``, else :class:`SourceUnavailable`.
+
+    Unlike ``asyncio.wait_for`` it never waits for a timed-out call to finish cancelling:
+    a broker library that swallows cancellation (or lets its inner tasks' cancellation
+    escape) cannot hang the worker or stop it.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        task.add_done_callback(_consume_result)
+        raise SourceUnavailable(f"{what} took longer than {seconds:g}s")
+    try:
+        return task.result()
+    except asyncio.CancelledError:
+        raise SourceUnavailable(f"{what} was interrupted") from None
+
+
+def _consume_result(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved, so asyncio does not log it as never retrieved
+
+
+async def _close(consumer: Consumer) -> None:
+    """Close a consumer, bounded; its errors are dropped: the connection is being given up
+    anyway."""
+    try:
+        await bounded(consumer.close(), 5, "closing the consumer")
+    except Exception as exc:
+        log.debug("closing a %s consumer: %s", type(consumer).__name__, exc)
+
+
 class SourceWorker:
     """Consumes one broker source until cancelled."""
 
@@ -322,6 +367,8 @@ class SourceWorker:
         self._lag_at = 0.0
 
     def _set(self, ready: bool, reason: str, message: str) -> None:
+        if not ready:
+            log.debug("source %s: %s: %s", self.config.key, reason, message)
         if self.state.set(ready, reason, message, self.clock()):
             level = logging.INFO if ready else logging.WARNING
             log.log(level, "source %s (%s): %s", self.config.key, self.state.broker,
@@ -335,17 +382,23 @@ class SourceWorker:
             consumer: Consumer | None = None
             try:
                 consumer = self.factory(self.config, self.secrets)
-                await asyncio.wait_for(consumer.connect(), timeout=30)
+                await bounded(consumer.connect(), 30, "connecting to the broker")
                 self._set(True, "Consuming", "connected; consuming")
                 while True:
-                    messages = await consumer.receive(self.receive_wait)
+                    messages = await bounded(consumer.receive(self.receive_wait),
+                                             self.receive_wait + 30, "receiving messages")
                     if messages:
                         await self._handle(messages)
-                        await consumer.ack(messages)
+                        await bounded(consumer.ack(messages), 30,
+                                      "acknowledging messages")
                     delay = self.backoff[0]
                     await self._read_lag(consumer)
             except asyncio.CancelledError:
-                raise
+                if _cancelling():
+                    raise
+                # a broker library let its own tasks' cancellation escape: not ours
+                self._set(False, "BrokerUnavailable",
+                          "the broker client was interrupted; reconnecting with backoff")
             except SourceUnavailable as exc:
                 self._set(False, exc.reason, str(exc))
             except Exception as exc:  # a broker library's error: reconnect, never crash
@@ -354,8 +407,7 @@ class SourceWorker:
                           + "; reconnecting with backoff")
             finally:
                 if consumer is not None:
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(asyncio.shield(consumer.close()), 5)
+                    await _close(consumer)
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, self.backoff[1])
 
@@ -365,7 +417,7 @@ class SourceWorker:
             return
         self._lag_at = now
         try:
-            lag = await asyncio.wait_for(consumer.lag(), 5)
+            lag = await bounded(consumer.lag(), 5, "reading the lag")
         except Exception as exc:  # lag is a nicety; consuming goes on
             log.debug("source %s: lag not available: %s", self.config.key, exc)
             return

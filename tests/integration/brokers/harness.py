@@ -141,3 +141,45 @@ class AmqpHarness(Harness):
 
 
 HARNESSES["amqp"] = AmqpHarness
+
+
+class KafkaHarness(Harness):
+    kind = "kafka"
+
+    async def setup(self) -> None:
+        from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
+        from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.server.bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(self.name, num_partitions=3,
+                                                replication_factor=1)])
+        finally:
+            await admin.close()
+        self.producer: Any = AIOKafkaProducer(bootstrap_servers=self.server.bootstrap,
+                                              acks="all")
+        await self.producer.start()
+
+    async def teardown(self) -> None:
+        await asyncio.wait_for(self.producer.stop(), 30)
+
+    def broker_yaml(self) -> str:
+        return (f"{{kafka: {{bootstrapServers: ['{self.server.bootstrap}'], "
+                f"topics: [{self.name}], group: g-{self.name}}}}}")
+
+    async def _publish(self, messages: Published) -> None:
+        sent = [await self.producer.send(
+            self.name, raw, key=str(i).encode(),
+            headers=[(k, v.encode()) for k, v in headers.items()])
+            for i, (raw, headers) in enumerate(messages)]
+        for future in sent:
+            await future
+
+
+    def stop_server(self) -> None:
+        # a crash: a controlled shutdown of a broker with members connected can take 30s
+        self.server.stop(kill=True)
+
+
+HARNESSES["kafka"] = KafkaHarness
