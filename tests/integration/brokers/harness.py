@@ -183,3 +183,51 @@ class KafkaHarness(Harness):
 
 
 HARNESSES["kafka"] = KafkaHarness
+
+
+class SqsHarness(Harness):
+    kind = "sqs"
+
+    async def setup(self) -> None:
+        import aiohttp
+
+        self.http = aiohttp.ClientSession()
+        doc = await self._call("CreateQueue", {"QueueName": self.name,
+                                               "Attributes": {"VisibilityTimeout": "3"}})
+        self.queue_url = doc["QueueUrl"]
+
+    async def teardown(self) -> None:
+        await self.http.close()
+
+    async def _call(self, action: str, payload: dict[str, Any]) -> Any:
+        import json
+
+        async with self.http.post(self.server.url + "/", data=json.dumps(payload), headers={
+                "content-type": "application/x-amz-json-1.0",
+                "x-amz-target": f"AmazonSQS.{action}",
+                "authorization": "AWS4-HMAC-SHA256 Credential=test/20240101/us-east-1/sqs/"
+                                 "aws4_request, SignedHeaders=host, Signature=0"}) as resp:
+            text = await resp.text()
+            assert resp.status == 200, text
+            return json.loads(text)
+
+    def broker_yaml(self) -> str:
+        return (f"{{sqs: {{queueUrl: '{self.queue_url}', endpoint: '{self.server.url}', "
+                "region: us-east-1, credentialsFrom: {secretRef: {name: aws}}}}")
+
+    def extra_yaml(self) -> str:
+        return ("apiVersion: v1\nkind: Secret\nmetadata: {name: aws}\n"
+                "stringData: {AWS_ACCESS_KEY_ID: test, AWS_SECRET_ACCESS_KEY: test}\n---\n")
+
+    async def _publish(self, messages: Published) -> None:
+        for start in range(0, len(messages), 10):
+            chunk = messages[start:start + 10]
+            doc = await self._call("SendMessageBatch", {"QueueUrl": self.queue_url, "Entries": [
+                {"Id": str(i), "MessageBody": raw.decode(),
+                 "MessageAttributes": {k: {"DataType": "String", "StringValue": v}
+                                       for k, v in headers.items()}}
+                for i, (raw, headers) in enumerate(chunk)]})
+            assert not doc.get("Failed"), doc
+
+
+HARNESSES["sqs"] = SqsHarness
