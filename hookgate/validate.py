@@ -13,7 +13,7 @@ from hookgate.deliverer.signing import SECRET_PREFIX
 from hookgate.model.compiler import compile_config
 from hookgate.model.manifests import load_paths
 from hookgate.model.problems import Problem
-from hookgate.model.resources import Endpoint, Gateway, Subscription
+from hookgate.model.resources import Endpoint, Gateway, Source, Subscription
 
 __all__ = ["validate_paths"]
 
@@ -26,6 +26,8 @@ def validate_paths(paths: Iterable[str | Path]) -> list[Problem]:
     gateways |= {f"{r.meta.namespace}/{r.gateway}" for r in resources if isinstance(r, Endpoint)}
     gateways |= {f"{r.meta.namespace}/default" for r in resources
                  if isinstance(r, Subscription)}
+    gateways |= {f"{r.meta.namespace}/{(r.spec.get('gatewayRef') or {}).get('name', 'default')}"
+                 for r in resources if isinstance(r, Source)}
     for gateway in sorted(gateways):
         generated = {r.meta.key: _PLACEHOLDER for r in resources
                      if isinstance(r, Endpoint) and r.secret_ref is None}

@@ -29,7 +29,12 @@ from hookgate.deliverer.inbound_verify import Rejected, get_header, verify_reque
 from hookgate.deliverer.live_config import LiveConfig, Snapshot
 from hookgate.deliverer.metrics import Metrics
 from hookgate.deliverer.queue import Queue, QueueUnavailable
-from hookgate.deliverer.web_ingest import IngestSettings, error_response, route_event
+from hookgate.deliverer.web_ingest import (
+    IngestSettings,
+    error_response,
+    read_body,
+    route_event,
+)
 from hookgate.model.routing import SourceConfig
 
 __all__ = ["UNAUTHORIZED", "add_inbound_routes", "decode_payload", "event_type_of",
@@ -127,19 +132,6 @@ def kept_headers(source: SourceConfig, headers: Any) -> tuple[tuple[str, str], .
     return tuple(out)
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes | None:
-    """The whole body, or None once it exceeds ``limit`` bytes. (``content.read(n)`` returns
-    only what has arrived so far, which would verify a truncated body and fail.)"""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def add_inbound_routes(app: web.Application, *, queue: Queue, live: LiveConfig,
                        metrics: Metrics, settings: IngestSettings,
                        clock: Callable[[], float] = time.time) -> None:
@@ -180,7 +172,7 @@ def add_inbound_routes(app: web.Application, *, queue: Queue, live: LiveConfig,
         if (request.content_length or 0) > limit:
             refuse(source, "too_large")
             return too_big
-        raw = await _read_body(request, limit)
+        raw = await read_body(request, limit)
         if raw is None:
             refuse(source, "too_large")
             return too_big

@@ -18,7 +18,7 @@ from hookgate.deliverer.queue import Event, Queue, QueueUnavailable
 from hookgate.model.expressions import activation
 from hookgate.model.routing import Route
 
-__all__ = ["IngestSettings", "add_ingest_routes", "error_response", "route_event"]
+__all__ = ["IngestSettings", "add_ingest_routes", "error_response", "read_body", "route_event"]
 
 log = logging.getLogger("hookgate.ingest")
 
@@ -37,6 +37,19 @@ def error_response(status: int, code: str, message: str, **extra: Any) -> web.Re
     headers = {"Retry-After": QUEUE_RETRY_AFTER} if status == 503 else None
     return web.json_response({"error": {"code": code, "message": message, **extra}},
                              status=status, headers=headers)
+
+
+async def read_body(request: web.Request, limit: int) -> bytes | None:
+    """The whole body, or None once it exceeds ``limit`` bytes. (``content.read(n)`` returns
+    only what has arrived so far: a chunked upload would be cut short.)"""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def check_api_key(request: web.Request, keys: Collection[str]) -> web.Response | None:
@@ -94,8 +107,8 @@ def add_ingest_routes(app: web.Application, *, queue: Queue, live: LiveConfig,
         if (request.content_length or 0) > settings.max_body_bytes:
             metrics.events_rejected.labels(gw, "too_large").inc()
             return too_big
-        raw = await request.content.read(settings.max_body_bytes + 1)
-        if len(raw) > settings.max_body_bytes:
+        raw = await read_body(request, settings.max_body_bytes)
+        if raw is None:
             metrics.events_rejected.labels(gw, "too_large").inc()
             return too_big
         try:

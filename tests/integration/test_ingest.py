@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
+
 import pytest
 
 from tests.integration.conftest import StartGateway, endpoint_yaml, subscription_yaml
@@ -119,3 +122,21 @@ async def test_a_dead_redis_refuses_events_clearly_and_recovers(
     await eventually(accepted, what="ingest to accept events again")
     await receiver.wait_for(lambda r: len(r) >= 1)
     assert (await gw.get("/readyz"))[0] == 200
+
+
+async def test_a_chunked_body_is_read_whole(start_gateway: StartGateway,
+                                            receiver: Recorder) -> None:
+    gw = await start_gateway(endpoint_yaml("a", receiver.url("/a"))
+                             + subscription_yaml("all", "a", '["*"]'))
+    payload = {"blob": "x" * 200_000}
+
+    async def chunks() -> AsyncIterator[bytes]:
+        raw = json.dumps({"type": "big", "data": payload}).encode()
+        for i in range(0, len(raw), 8192):
+            yield raw[i:i + 8192]
+
+    async with gw.http.post(gw.url + "/v1/events", data=chunks(),
+                            headers={"Content-Type": "application/json"}) as resp:
+        assert resp.status == 202, await resp.text()
+    (got,) = await receiver.wait_for(lambda r: len(r) == 1)
+    assert json.loads(got.body)["data"] == payload

@@ -64,3 +64,11 @@ def test_unreadable_yaml_is_a_problem_not_a_crash(tmp_path: Path, text: str) -> 
     (tmp_path / "x.yaml").write_text(text)
     out = validate(str(tmp_path))
     assert out.returncode == 1 and "x.yaml:" in out.stdout and "Traceback" not in out.stderr
+
+
+def test_a_source_with_a_missing_secret_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "s.yaml").write_text(
+        "apiVersion: hookgate.io/v1alpha1\nkind: WebhookSource\nmetadata: {name: gh}\n"
+        "spec: {verify: {scheme: github, secretRef: {name: nope}}}\n")
+    out = validate(str(tmp_path))
+    assert out.returncode == 1 and "WebhookSource default/gh" in out.stdout, out.stdout
