@@ -352,5 +352,5 @@ class PubSubEmulator(BrokerProcess):
         return f"127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
-        return [self.binary, "--host=127.0.0.1", f"--port={self.port}",
-                f"--dir={self.directory / 'data'}"]
+        # in memory only: a restarted emulator has no topics or subscriptions
+        return [self.binary, "--host=127.0.0.1", f"--port={self.port}"]

@@ -231,3 +231,52 @@ class SqsHarness(Harness):
 
 
 HARNESSES["sqs"] = SqsHarness
+
+
+class PubSubHarness(Harness):
+    kind = "pubsub"
+    project = "hookgate-tests"
+
+    @property
+    def root(self) -> str:
+        return f"http://{self.server.host}/v1/projects/{self.project}"
+
+    async def setup(self) -> None:
+        import aiohttp
+
+        self.http = aiohttp.ClientSession()
+        self.loop = asyncio.get_running_loop()
+        await self._create()
+
+    async def _create(self) -> None:
+        async with self.http.put(f"{self.root}/topics/{self.name}", json={}) as resp:
+            assert resp.status in (200, 409), await resp.text()
+        async with self.http.put(f"{self.root}/subscriptions/{self.name}", json={
+                "topic": f"projects/{self.project}/topics/{self.name}",
+                "ackDeadlineSeconds": 10}) as resp:
+            assert resp.status in (200, 409), await resp.text()
+
+    async def teardown(self) -> None:
+        await self.http.close()
+
+    def broker_yaml(self) -> str:
+        return (f"{{pubsub: {{project: {self.project}, subscription: {self.name}, "
+                f"endpoint: '{self.server.host}'}}}}")
+
+    async def _publish(self, messages: Published) -> None:
+        import base64
+
+        body = {"messages": [{"data": base64.b64encode(raw).decode(), "attributes": headers}
+                             for raw, headers in messages]}
+        async with self.http.post(f"{self.root}/topics/{self.name}:publish",
+                                  json=body) as resp:
+            assert resp.status == 200, await resp.text()
+
+    def start_server(self) -> None:
+        # the emulator keeps nothing across a restart: make the topic and subscription again
+        self.server.start()
+        asyncio.run_coroutine_threadsafe(self._create(), self.loop).result(30)
+
+
+
+HARNESSES["pubsub"] = PubSubHarness
