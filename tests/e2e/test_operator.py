@@ -427,8 +427,15 @@ async def test_backlog_scales_the_deployment_up_then_down(
             body = json.dumps({"type": "t", "timestamp": "x", "data": i}).encode()
             await queue.enqueue(Event(f"evt_{i}", "t", body, time.time()), [f"{ns}/ep"])
         await until(lambda: replicas() == 6, "scale-up to 6 replicas", timeout=60)
-        events = crds.kubectl("get", "events", "-n", ns, "-o", "json").stdout
-        assert "scaled up from 1 to 6 replicas" in events
+        # The backlog may be read while it still grows (1 -> 3 -> 6, say); each step up is
+        # an Event on the gateway, posted shortly after the change.
+        def scaled_events() -> list[str]:
+            items = json.loads(crds.kubectl("get", "events", "-n", ns, "-o", "json").stdout)
+            return [e["message"] for e in items["items"] if e.get("reason") == "Scaled"]
+
+        messages = await until(lambda: (m := scaled_events()) and any(
+            "to 6 replicas" in x for x in m) and m, "a Scaled event up to 6 replicas")
+        assert all(x.startswith("scaled up from ") for x in messages), messages
         drained = 0
         while drained < 55:
             for d in await queue.fetch(55, wait=1):
