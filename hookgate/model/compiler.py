@@ -207,6 +207,18 @@ _UNKEEPABLE = frozenset({
     "te", "trailer", "upgrade", "proxy-authorization", "proxy-connection", "expect",
 })
 _TYPE_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-/]*$")
+
+
+def _event_type_prefix(src: Source, problems: list[Problem]) -> str | None:
+    """The source's event type prefix ("" for none), or None when it is unusable."""
+    prefix = str((src.spec.get("eventType") or {}).get("prefix") or "")
+    if prefix and not _TYPE_PREFIX.match(prefix):
+        problems.append(src.meta.problem(
+            f"event type prefix {prefix!r} would make invalid event types",
+            field="spec.eventType.prefix",
+            hint="use letters, digits and . _ : - /, starting with a letter or digit"))
+        return None
+    return prefix
 _DEFAULT_TOLERANCE = 300.0
 
 
@@ -270,12 +282,8 @@ def _source(src: Source, secrets: Mapping[str, Secret], problems: list[Problem]
     if secret is None:
         return None
     event_type = spec.get("eventType") or {}
-    prefix = str(event_type.get("prefix") or "")
-    if prefix and not _TYPE_PREFIX.match(prefix):
-        problems.append(src.meta.problem(
-            f"event type prefix {prefix!r} would make invalid event types",
-            field="spec.eventType.prefix",
-            hint="use letters, digits and . _ : - /, starting with a letter or digit"))
+    prefix = _event_type_prefix(src, problems)
+    if prefix is None:
         return None
     keep = tuple(str(h) for h in spec.get("keepHeaders") or ())
     reserved = [h for h in keep if h.lower() in _UNKEEPABLE]
@@ -373,12 +381,8 @@ def _broker_source(src: Source, secrets: Mapping[str, Secret], problems: list[Pr
     if not ok:
         return None
     event_type = src.spec.get("eventType") or {}
-    prefix = str(event_type.get("prefix") or "")
-    if prefix and not _TYPE_PREFIX.match(prefix):
-        problems.append(src.meta.problem(
-            f"event type prefix {prefix!r} would make invalid event types",
-            field="spec.eventType.prefix",
-            hint="use letters, digits and . _ : - /, starting with a letter or digit"))
+    prefix = _event_type_prefix(src, problems)
+    if prefix is None:
         return None
     idem = src.spec.get("idempotencyKey") or {}
     config = SourceConfig(
