@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 
 from prometheus_client import Counter, Gauge
 
+from hookgate.deliverer.client_sender import RESERVED
 from hookgate.deliverer.event import EVENT_TYPE_PATTERN, new_event_id
 from hookgate.deliverer.live_config import LiveConfig
 from hookgate.deliverer.metrics import Metrics
@@ -107,7 +108,7 @@ class SourceMapping:
 class MappedEvent:
     event: Event
     data: Any  # the parsed payload, for routing filters
-    headers: tuple[tuple[str, str], ...]  # the kept headers, by their configured names
+    headers: tuple[tuple[str, str], ...]  # the kept headers (also event.headers)
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -164,11 +165,13 @@ def message_to_event(mapping: SourceMapping, raw: bytes, headers: Mapping[str, s
                         separators=(",", ":"), ensure_ascii=False)
     body = prefix[:-1].encode() + b',"data":' + raw + b"}"
     kept = tuple((name, value) for name in mapping.keep_headers
-                 if (value := _header(headers, name)) is not None)
+                 if name.lower() not in RESERVED
+                 and (value := _header(headers, name)) is not None)
     return MappedEvent(
         event=Event(id=new_event_id(now), type=event_type, body=body, accepted_at=now,
                     source=mapping.source,
-                    idempotency_key=f"src:{mapping.source}:{key}" if key else None),
+                    idempotency_key=f"src:{mapping.source}:{key}" if key else None,
+                    headers=kept),
         data=data, headers=kept)
 
 

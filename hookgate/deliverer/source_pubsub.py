@@ -27,6 +27,7 @@ __all__ = ["CONSUMER", "PubSubConsumer"]
 
 class PubSubConsumer(Consumer):
     batch = 100
+    hold = 20  # seconds one pull may wait for messages
 
     async def connect(self) -> None:
         project = str(self.settings["project"])
@@ -51,8 +52,9 @@ class PubSubConsumer(Consumer):
 
     async def receive(self, wait: float) -> Sequence[Message]:
         try:
-            messages = await self.client.pull(self.path, self.batch,
-                                              timeout=max(1, round(wait)))
+            # The server holds a pull until messages arrive: wait long, since messages a
+            # pull gave up on stay leased to it until their ack deadline expires.
+            messages = await self.client.pull(self.path, self.batch, timeout=self.hold)
         except TimeoutError:
             return []  # nothing arrived while the pull waited
         except aiohttp.ClientResponseError as exc:

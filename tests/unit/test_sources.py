@@ -57,7 +57,7 @@ def test_body_embeds_the_producers_bytes_verbatim() -> None:
     assert ev.idempotency_key == "src:shop/orders:orders/0/7"
     assert ev.id.startswith("evt_")
     assert mapped.data == {"id": 42, "name": "ü"}
-    assert mapped.headers == (("trace-id", "t1"),)
+    assert mapped.headers == ev.headers == (("trace-id", "t1"),)
 
 
 def test_type_from_a_payload_field_with_a_prefix_and_key_from_a_field() -> None:

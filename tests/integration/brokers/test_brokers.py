@@ -71,6 +71,7 @@ async def test_messages_become_signed_deliveries_and_bad_ones_dead_letters(
         payload = Webhook(SECRET).verify(got.body, got.headers)
         assert payload["type"] == "order.created"
         assert got.body.endswith(b',"data":' + raw + b"}"), got.body  # the producer's bytes
+        assert got.headers["trace-id"] == f"t-{n}"  # keepHeaders: carried to the delivery
 
     async def letters() -> list[dict[str, Any]]:
         status, doc = await gw.get("/v1/dead-letters?endpoint=src")
