@@ -190,6 +190,8 @@ class MissingLibrary(SourceUnavailable):
 class Consumer(abc.ABC):
     """One broker's side: connect, receive batches, acknowledge them, close."""
 
+    ack_timeout = 30.0  # seconds an acknowledgement may take before the broker counts as lost
+
     def __init__(self, config: SourceConfig, secrets: Mapping[str, str]) -> None:
         assert config.broker is not None
         self.config = config
@@ -392,7 +394,7 @@ class SourceWorker:
                                              self.receive_wait + 30, "receiving messages")
                     if messages:
                         await self._handle(messages)
-                        await bounded(consumer.ack(messages), 30,
+                        await bounded(consumer.ack(messages), consumer.ack_timeout,
                                       "acknowledging messages")
                     delay = self.backoff[0]
                     await self._read_lag(consumer)

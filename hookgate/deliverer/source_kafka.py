@@ -31,6 +31,7 @@ __all__ = ["CONSUMER", "KafkaConsumer"]
 class KafkaConsumer(Consumer):
     batch = 200
     health_interval = 3.0  # seconds between metadata checks while no records come
+    ack_timeout = 10.0  # a commit retries quietly while the coordinator is away
 
     def _tls(self) -> ssl.SSLContext:
         context = ssl.create_default_context()
