@@ -88,6 +88,10 @@ class Sender:
         self._resolver = GuardedResolver(self.policy)
         self._allowed = tuple(allow_cidrs)
         self._ssl: dict[str, tuple[EndpointAuth, ssl.SSLContext]] = {}
+        # Per endpoint URL: the parsed URL and, for an IP literal the policy refuses, why.
+        # Parsing and checking once per URL instead of once per delivery (hot path).
+        self._targets: dict[str, tuple[URL, str | None]] = {}
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     def set_allowed(self, allow_cidrs: Iterable[str]) -> None:
         """New SSRF exceptions (a config change); cached DNS answers are dropped."""
@@ -96,8 +100,31 @@ class Sender:
             return
         self._allowed = allowed
         self.policy = self._resolver.policy = AddressPolicy(allowed)
+        self._targets.clear()
         if self._connector is not None:
             self._connector.clear_dns_cache()
+
+    def _target(self, url: str) -> tuple[URL, str | None]:
+        """``url`` parsed, and why the current policy refuses its host if it is a refused
+        IP literal (host names are checked by the resolver on connect)."""
+        cached = self._targets.get(url)
+        if cached is None:
+            parsed = URL(url)
+            try:
+                self.policy.check_host(parsed.host)
+                cached = (parsed, None)
+            except AddressRefused as exc:
+                cached = (parsed, exc.message)
+            if len(self._targets) >= 100_000:  # endpoints come and go with the config
+                self._targets.clear()
+            self._targets[url] = cached
+        return cached
+
+    def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
+        timeout = self._timeouts.get(seconds)
+        if timeout is None:
+            timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
+        return timeout
 
     def _context(self, key: str, auth: EndpointAuth) -> ssl.SSLContext:
         cached = self._ssl.get(key)
@@ -136,10 +163,12 @@ class Sender:
                 tls = self._context(endpoint.key, auth)
         started = time.perf_counter()
         try:
-            self.policy.check_host(URL(endpoint.url).host)  # IP literals skip the resolver
+            url, refused = self._target(endpoint.url)
+            if refused is not None:  # IP literals skip the resolver
+                raise AddressRefused(refused)
             async with self._session.post(
-                endpoint.url, data=body, headers=headers, allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=endpoint.timeout), ssl=tls,
+                url, data=body, headers=headers, allow_redirects=False,
+                timeout=self._timeout(endpoint.timeout), ssl=tls,
             ) as resp:
                 ok = 200 <= resp.status < 300
                 text = "" if ok else (await resp.content.read(KEEP_BODY)).decode(errors="replace")

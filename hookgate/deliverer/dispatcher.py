@@ -73,6 +73,20 @@ def _kept_headers(event: Event, endpoint: EndpointConfig) -> dict[str, str]:
     return {k: v for k, v in event.headers if k.lower() not in taken}
 
 
+class _Series:
+    """The metric series of one endpoint that every successful delivery touches, looked up
+    once: ``labels()`` validates and locks on each call, five times per delivery."""
+
+    __slots__ = ("delivered", "duration", "end_to_end", "in_flight")
+
+    def __init__(self, metrics: Metrics, endpoint: str) -> None:
+        gw = metrics.gateway
+        self.in_flight = metrics.in_flight.labels(gw, endpoint)
+        self.duration = metrics.delivery_duration.labels(gw, endpoint)
+        self.end_to_end = metrics.end_to_end.labels(gw, endpoint)
+        self.delivered = metrics.deliveries.labels(gw, endpoint, Verdict.SUCCESS.value)
+
+
 class Dispatcher:
     def __init__(self, queue: Queue, sender: Sender, live: LiveConfig, metrics: Metrics, *,
                  concurrency: int = 256, batch: int = 64, poll: float = 1.0,
@@ -100,6 +114,7 @@ class Dispatcher:
         self._saturated_since: dict[str, float] = {}
         self._rate_next: dict[str, float] = {}  # next free local slot of a limited endpoint
         self._failing_since: dict[str, float] = {}  # first failure of an unbroken run
+        self._series: dict[str, _Series] = {}
 
     # -- runtime state -------------------------------------------------------------------
 
@@ -320,12 +335,21 @@ class Dispatcher:
                          f"every delivery attempt failed for {now - since:.0f}s "
                          f"(autoDisableAfter {after:g}s)")
 
+    def _series_of(self, key: str) -> _Series:
+        series = self._series.get(key)
+        if series is None:
+            if len(self._series) >= 100_000:  # endpoints come and go with the config
+                self._series.clear()
+            series = self._series[key] = _Series(self.metrics, key)
+        return series
+
     async def _attempt(self, d: Delivery, endpoint: EndpointConfig,
                        keys: tuple[SigningKey, ...], auth: EndpointAuth | None = None,
                        circuit: Any = None) -> None:
         gw, key = self.metrics.gateway, d.endpoint
+        series = self._series_of(key)
         self.in_flight[key] += 1
-        self.metrics.in_flight.labels(gw, key).inc()
+        series.in_flight.inc()
         started = self.clock()
         try:
             resp = await self.sender.send(endpoint, keys, d.event.id, d.event.body, auth=auth,
@@ -340,7 +364,7 @@ class Dispatcher:
                 del self.in_flight[key]
             if self.in_flight[key] < endpoint.max_in_flight:
                 self._saturated_since.pop(key, None)
-            self.metrics.in_flight.labels(gw, key).dec()
+            series.in_flight.dec()
         ok = resp.status is not None and 200 <= resp.status < 300
         if circuit is not None and not resp.refused:
             if ok:
@@ -361,17 +385,20 @@ class Dispatcher:
             await self.queue.bury(d, attempt, "AddressRefused")
             await self._announce_dead(d, "AddressRefused", resp.error)
             return
-        self.metrics.delivery_duration.labels(gw, key).observe(resp.duration)
+        series.duration.observe(resp.duration)
         retry_after = parse_retry_after(resp.retry_after, started)
         decision = decide(resp.status, d.attempt, endpoint.retry_schedule, self.rng, retry_after)
         attempt = Attempt(endpoint=key, attempt=d.attempt, at=started, duration=resp.duration,
                           status=resp.status, error=resp.error,
                           outcome="success" if decision.verdict is Verdict.SUCCESS
                           else "retry" if decision.verdict is Verdict.RETRY else "dead")
-        self.metrics.deliveries.labels(gw, key, decision.verdict.value).inc()
+        if decision.verdict is Verdict.SUCCESS:
+            series.delivered.inc()
+        else:
+            self.metrics.deliveries.labels(gw, key, decision.verdict.value).inc()
         if decision.verdict is Verdict.SUCCESS:
             await self.queue.complete(d, attempt)
-            self.metrics.end_to_end.labels(gw, key).observe(self.clock() - d.event.accepted_at)
+            series.end_to_end.observe(self.clock() - d.event.accepted_at)
         elif decision.verdict is Verdict.RETRY:
             log.info("delivery %s to %s failed (attempt %d: %s); retrying in %.1fs",
                      d.id, key, d.attempt, resp.error, decision.delay)

@@ -200,6 +200,7 @@ class SQLiteQueue:
         self._conn: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
         self._pending: collections.deque[tuple[_Op, asyncio.Future[Any]]] = collections.deque()
+        self._draining = False  # a drain of _pending is submitted to the queue thread
         self._changed = asyncio.Event()
         self._closed = True
 
@@ -306,8 +307,23 @@ class SQLiteQueue:
             raise QueueUnavailable(f"SQLite queue {self.path} is closed; open it first")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._pending.append((op, future))
-        self._executor.submit(self._drain)
+        if not self._draining:  # one submission per burst of calls, not one per call
+            self._draining = True
+            self._executor.submit(self._drain_all)
         return await future
+
+    def _drain_all(self) -> None:
+        """Run queued calls in group transactions until none is left (on the queue thread).
+
+        ``_draining`` is cleared before the last look at ``_pending``, so a call queued
+        meanwhile is either seen here or submits a drain of its own."""
+        while True:
+            while self._pending:
+                self._drain()
+            self._draining = False
+            if not self._pending:
+                return
+            self._draining = True
 
     def _drain(self) -> None:
         """Run every queued call in one transaction (on the queue thread)."""
@@ -341,10 +357,14 @@ class SQLiteQueue:
                 except sqlite3.Error:
                     log.exception("rollback of %s failed", self.path)
             outcomes = [(False, e)] * len(batch)
+        # One wake-up of each event loop per transaction, not one per call.
+        settled: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
         for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
             if not ok and _is_outage(value):
                 value = self._unavailable("a statement", value)
-            future.get_loop().call_soon_threadsafe(_settle, future, ok, value)
+            settled.setdefault(future.get_loop(), []).append((future, ok, value))
+        for loop, results in settled.items():
+            loop.call_soon_threadsafe(_settle_all, results)
 
     def _wake(self) -> None:
         """Tell waiting fetchers the queue changed (called on the event loop, after commit)."""
@@ -666,6 +686,11 @@ class SQLiteQueue:
             total += dropped
             if dropped == 0:
                 return total
+
+
+def _settle_all(results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, value in results:
+        _settle(future, ok, value)
 
 
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
