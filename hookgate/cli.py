@@ -10,7 +10,7 @@ import signal
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -203,7 +203,30 @@ def cmd_run(args: argparse.Namespace) -> int:
                                grace=args.grace, extra_allow_cidrs=LOOPBACK_CIDRS)
     gateway = Gateway.create(queue, loaded, settings)
 
-    return asyncio.run(_serve(gateway, files, args.listen))
+    return _run_gateway_loop(_serve(gateway, files, args.listen))
+
+
+def _run_gateway_loop(main_: Coroutine[Any, Any, int]) -> int:
+    """Run a gateway's event loop: uvloop when it is installed (the ``speedups`` extra) and
+    ``HOOKGATE_EVENT_LOOP`` is not ``asyncio``; it cuts the CPU each delivery costs (see
+    docs/benchmarks.md)."""
+    choice = (_env("EVENT_LOOP", "auto") or "auto").lower()
+    if choice not in ("auto", "asyncio", "uvloop"):
+        print(f"error: HOOKGATE_EVENT_LOOP={choice!r}; use auto, asyncio or uvloop",
+              file=sys.stderr)
+        return 2
+    if choice != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                print("error: HOOKGATE_EVENT_LOOP=uvloop but uvloop is not installed; "
+                      "install hookgate[speedups]", file=sys.stderr)
+                return 2
+        else:
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                return runner.run(main_)
+    return asyncio.run(main_)
 
 
 async def _serve(gateway: Any, source: Any, listen: str) -> int:
@@ -277,7 +300,7 @@ def cmd_deliverer(args: argparse.Namespace) -> int:
                                    concurrency=args.concurrency, grace=args.grace)
         return await _serve(Gateway.create(queue, loaded, settings), source, args.listen)
 
-    return asyncio.run(main_())
+    return _run_gateway_loop(main_())
 
 
 def cmd_operator(args: argparse.Namespace) -> int:
