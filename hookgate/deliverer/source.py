@@ -317,6 +317,7 @@ async def bounded(work: Coroutine[Any, Any, T], seconds: float, what: str) -> T:
     escape) cannot hang the worker or stop it.
     """
     task = asyncio.ensure_future(work)
+    task.add_done_callback(_consume_result)  # an abandoned call's error is not "unretrieved"
     try:
         done, _ = await asyncio.wait({task}, timeout=seconds)
     except asyncio.CancelledError:
@@ -324,7 +325,6 @@ async def bounded(work: Coroutine[Any, Any, T], seconds: float, what: str) -> T:
         raise
     if not done:
         task.cancel()
-        task.add_done_callback(_consume_result)
         raise SourceUnavailable(f"{what} took longer than {seconds:g}s")
     try:
         return task.result()
