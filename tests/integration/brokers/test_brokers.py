@@ -191,3 +191,43 @@ async def test_sigkill_mid_consume_loses_no_message(
     finally:
         for gp in started:
             gp.kill()
+
+
+@pytest.mark.redis
+async def test_two_deliverers_share_a_source_the_brokers_way(
+        broker: Harness, receiver: Recorder, redis_url: str, tmp_path: Path) -> None:
+    """Two gateway processes on one Redis queue, as in a cluster, consume the same source:
+    every message is delivered and both take a share."""
+    from hookgate.deliverer.config_files import FileConfig
+    from hookgate.deliverer.gateway import Gateway, GatewaySettings
+    from hookgate.deliverer.network_guard import LOOPBACK_CIDRS
+    from hookgate.deliverer.queue import open_queue
+
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "m.yaml").write_text(manifests(broker, receiver.url("/sink")))
+    gateways: list[Gateway] = []
+    try:
+        for i in range(2):
+            loaded = FileConfig(config, tmp_path / f"data{i}", announce=lambda _: None).load()
+            gateway = Gateway.create(
+                open_queue(redis_url, gateway=loaded.compiled.config.gateway),
+                loaded, GatewaySettings(port=0, grace=2, extra_allow_cidrs=LOOPBACK_CIDRS))
+            await gateway.start()
+            gateways.append(gateway)
+
+        async def both_ready() -> bool:
+            return all(g.sources.states() and g.sources.states()[0]["ready"] for g in gateways)
+
+        await eventually(both_ready, timeout=60, what="both deliverers to consume")
+        total = 100
+        for start in range(0, total, 5):  # spread over seconds: Kafka rebalances meanwhile
+            await broker.publish([message(n) for n in range(start, start + 5)])
+            await asyncio.sleep(0.3)
+        await receiver.wait_for(lambda r: numbers(r) == set(range(total)), timeout=90,
+                                what=f"all {total} messages")
+        shares = [g.sources.states()[0]["enqueued"] for g in gateways]
+        assert sum(shares) >= total and all(shares), shares
+    finally:
+        for gateway in gateways:
+            await gateway.stop()
