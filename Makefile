@@ -80,3 +80,23 @@ lint-chart: ## helm lint (default and all-features values); generated files up t
 	$(HELM) lint --strict charts/hookgate -f charts/hookgate/ci/all-features-values.yaml
 	hack/sync-chart-crds --check
 	HELM=$(HELM) hack/deploy-manifest --check
+
+# --- benchmarks (docs/benchmarks.md; code in tests/bench/, never collected by pytest) ------
+BENCH_QUICK_OUT ?= build/bench
+
+.PHONY: bench bench-quick bench-deps
+
+bench-deps: venv ## nginx-light (the benchmarks' sink) and redis-server; without nginx a slower Python sink is used
+	@command -v redis-server >/dev/null || $(MAKE) system-deps
+	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || \
+	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq nginx-light; } || \
+	  echo "nginx-light not installed: the benchmarks fall back to a slower Python sink"
+
+bench: bench-deps ## full benchmarks, at most 10 minutes: docs/benchmarks.{md,json} and docs/bench-*.png
+	timeout 660 $(BIN)/python tests/bench/bench_run.py --profile full
+
+bench-quick: bench-deps ## the same measurements, smaller, in about a minute; results in $(BENCH_QUICK_OUT)/
+	@mkdir -p $(BENCH_QUICK_OUT)
+	@[ -f $(BENCH_QUICK_OUT)/benchmarks.md ] || cp docs/benchmarks.md $(BENCH_QUICK_OUT)/ 2>/dev/null || true
+	timeout 300 $(BIN)/python tests/bench/bench_run.py --profile quick \
+	  --out-json $(BENCH_QUICK_OUT)/benchmarks.json --out-md $(BENCH_QUICK_OUT)/benchmarks.md
