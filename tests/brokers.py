@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache"
 
 KAFKA_VERSION = "4.1.0"
+SASL_PASSWORD = "kafka-s3cret"  # of the Kafka test broker's SASL user "hookgate"
 ELASTICMQ_VERSION = "1.6.14"
 
 
@@ -259,6 +260,7 @@ class KafkaServer(BrokerProcess):
             ("org.slf4j", "slf4j-nop", "1.7.36")])
         super().__init__(directory)
         self.controller_port = free_port()
+        self.sasl_port = free_port()  # SASL_PLAINTEXT with PLAIN: user hookgate, SASL_PASSWORD
         self.props = directory / "server.properties"
 
     @property
@@ -275,10 +277,17 @@ class KafkaServer(BrokerProcess):
             "process.roles=broker,controller", "node.id=1",
             f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
             f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
+            f"SASL_PLAINTEXT://127.0.0.1:{self.sasl_port},"
             f"CONTROLLER://127.0.0.1:{self.controller_port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port},"
+            f"SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}",
             "controller.listener.names=CONTROLLER", "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,"
+            "SASL_PLAINTEXT:SASL_PLAINTEXT",
+            "sasl.enabled.mechanisms=PLAIN",
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config="
+            "org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'user_hookgate="{SASL_PASSWORD}";',
             f"log.dirs={self.directory / 'data'}", "num.partitions=3",
             "offsets.topic.replication.factor=1", "offsets.topic.num.partitions=3",
             "transaction.state.log.replication.factor=1", "transaction.state.log.min.isr=1",

@@ -77,8 +77,10 @@ class KafkaConsumer(Consumer):
         try:
             await self.consumer.start()
         except KafkaError as exc:
-            raise SourceUnavailable(f"Kafka at {', '.join(servers)} is not reachable: "
-                                    f"{exc}") from exc
+            why = ("unreachable, or it refused the SASL credentials or TLS settings "
+                   "(aiokafka logs which)" if "sasl" in self.settings or tls else "unreachable")
+            raise SourceUnavailable(f"Kafka at {', '.join(servers)} is not reachable: {exc} "
+                                    f"({why})") from exc
 
     async def receive(self, wait: float) -> Sequence[Message]:
         batches = await self.consumer.getmany(timeout_ms=int(wait * 1000),

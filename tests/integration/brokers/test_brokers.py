@@ -231,3 +231,36 @@ async def test_two_deliverers_share_a_source_the_brokers_way(
     finally:
         for gateway in gateways:
             await gateway.stop()
+
+
+@pytest.mark.parametrize("broker", ["kafka"], indirect=True)
+async def test_kafka_with_sasl_credentials_from_a_secret(
+        broker: Harness, start_gateway: StartGateway, receiver: Recorder) -> None:
+    from tests.brokers import SASL_PASSWORD
+
+    server = broker.server
+    sasl = (f"{{kafka: {{bootstrapServers: ['127.0.0.1:{server.sasl_port}'], "
+            f"topics: [{broker.name}], group: g-{broker.name}, "
+            "sasl: {mechanism: PLAIN, secretRef: {name: kafka-user}}}}")
+
+    def secret(password: str) -> str:
+        return ("apiVersion: v1\nkind: Secret\nmetadata: {name: kafka-user}\n"
+                f"stringData: {{username: hookgate, password: '{password}'}}\n---\n")
+
+    base = endpoint_yaml("sink", receiver.url("/sink")) + subscription_yaml(
+        "orders", "sink", '["order.*"]')
+    source = broker.source_yaml().replace(broker.broker_yaml(), sasl)
+    gw = await start_gateway(base + source + secret("wrong"))
+
+    async def refused() -> dict[str, Any] | None:
+        state = await source_state(gw)
+        return state if state["conditions"][0]["reason"] == "BrokerUnavailable" else None
+
+    state = await eventually(refused, timeout=60, what="a wrong password to be reported")
+    assert not state["ready"]
+    assert "SASL credentials" in state["conditions"][0]["message"], state
+
+    gw.files.config_dir.joinpath("manifests.yaml").write_text(
+        base + source + secret(SASL_PASSWORD))  # fixed: the source restarts with it
+    await broker.publish([message(n) for n in range(5)])
+    await receiver.wait_for(lambda r: numbers(r) == set(range(5)), timeout=60)
