@@ -483,8 +483,10 @@ async def test_a_hanging_and_a_failing_endpoint_do_not_slow_the_healthy_ones(
     print(f"\nhealthy p99 all-healthy {baseline * 1000:.0f} ms, with a hanging and a failing "
           f"endpoint {mixed * 1000:.0f} ms; saturation postponements of the hanging one "
           f"{postponed[('default/hang', 'saturated')]}")
-    # Generous on a shared 2-core machine: 2x, or +250 ms when the baseline is tiny.
-    assert mixed <= max(2 * baseline, baseline + 0.25)
+    # Generous on a shared 2-core machine: 2x, or +1 s when the baseline is tiny. A healthy
+    # delivery queued behind the hanging endpoint would wait out its 3 s timeout, so this
+    # still fails on head-of-line blocking; the real figures are in docs/benchmarks.md.
+    assert mixed <= max(2 * baseline, baseline + 1.0)
     # and cheap: the hanging endpoint's 36 waiting deliveries were not re-fetched in a loop
     assert postponed[("default/hang", "saturated")] < 2000
 
