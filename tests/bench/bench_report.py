@@ -94,8 +94,11 @@ def render(r: dict[str, Any], plots: list[str], json_name: str = "benchmarks.jso
             "gateway CPU use |")
         add("|---|---|---|---|---|---|---|")
         for size, c in sorted(r["ceiling"].items(), key=lambda kv: int(kv[0])):
+            runs = c.get("runs_rps") or [c["rps"]]
+            spread = (f" (median of {len(runs)}: {', '.join(f'{x:,.0f}' for x in runs)})"
+                      if len(runs) > 1 else "")
             add(f"| ceiling: aiohttp client → sink, no gateway | {int(size) // 1024} KiB | - | "
-                f"{c['rps']:,.0f} | 1.00 | {c['client_cpu_s_per_1000']:.3f} (client) | "
+                f"{c['rps']:,.0f}{spread} | 1.00 | {c['client_cpu_s_per_1000']:.3f} (client) | "
                 f"{c['client_cpu_util']:.2f} (client) |")
         for d in r.get("drain", []):
             ceiling = r["ceiling"].get(str(d["size"]), {}).get("rps")
