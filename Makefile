@@ -102,7 +102,7 @@ bench-deps: venv ## nginx-light (the benchmarks' sink) and redis-server; without
 bench: bench-deps ## full benchmarks, at most 10 minutes: docs/benchmarks.{md,json} and docs/bench-*.png
 	timeout 660 $(BIN)/python tests/bench/bench_run.py --profile full
 
-bench-quick: bench-deps ## the same measurements, smaller, in about a minute; results in $(BENCH_QUICK_OUT)/
+bench-quick: bench-deps ## the same measurements, smaller, in under two minutes; results in $(BENCH_QUICK_OUT)/
 	@mkdir -p $(BENCH_QUICK_OUT)
 	@[ -f $(BENCH_QUICK_OUT)/benchmarks.md ] || cp docs/benchmarks.md $(BENCH_QUICK_OUT)/ 2>/dev/null || true
 	timeout 300 $(BIN)/python tests/bench/bench_run.py --profile quick \
