@@ -101,16 +101,14 @@ def add_ingest_routes(app: web.Application, *, queue: Queue, live: LiveConfig,
         if denied is not None:
             metrics.events_rejected.labels(gw, "auth").inc()
             return denied
-        too_big = error_response(
-            413, "body_too_large", f"the body is larger than {settings.max_body_bytes} bytes; "
-            "send a smaller event or raise the gateway's ingest.maxBodyBytes")
-        if (request.content_length or 0) > settings.max_body_bytes:
-            metrics.events_rejected.labels(gw, "too_large").inc()
-            return too_big
-        raw = await read_body(request, settings.max_body_bytes)
+        raw = None
+        if (request.content_length or 0) <= settings.max_body_bytes:
+            raw = await read_body(request, settings.max_body_bytes)
         if raw is None:
             metrics.events_rejected.labels(gw, "too_large").inc()
-            return too_big
+            return error_response(
+                413, "body_too_large", f"the body is larger than {settings.max_body_bytes} "
+                "bytes; send a smaller event or raise the gateway's ingest.maxBodyBytes")
         try:
             req = parse_ingest(raw)
         except BadEvent as exc:

@@ -21,6 +21,7 @@ from hookgate.model.resources import API_GROUP, Location, Resource, parse_resour
 __all__ = ["Document", "load_paths", "manifest_files", "parse_documents", "read_documents"]
 
 SUFFIXES = (".yaml", ".yml", ".json")
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,9 @@ def read_documents(path: Path) -> tuple[list[Document], list[Problem]]:
         return [], [Problem(f"cannot read file: {exc.strerror}", reason="FileUnreadable",
                             file=str(path))]
     docs: list[Document] = []
-    loader = yaml.SafeLoader(text)
+    # libyaml's loader when PyYAML has it: three times faster on large config directories,
+    # with the same marks (lines) on every node.
+    loader = _Loader(text)
     try:
         while loader.check_node():
             node = loader.get_node()
