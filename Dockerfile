@@ -24,7 +24,7 @@ RUN pip wheel --no-cache-dir --no-deps --wheel-dir /dist .
 # Dependencies come as binary wheels; a source-only one fails here (there is no compiler).
 RUN python -m venv --without-pip /opt/hookgate \
  && pip --python /opt/hookgate/bin/python install --no-cache-dir --only-binary=:all: \
-      "$(find /dist -name 'hookgate-*.whl')[operator]"
+      "$(find /dist -name 'hookgate-*.whl')[operator,speedups,kafka,amqp,nats,pubsub]"
 
 # --- runtime -------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}
