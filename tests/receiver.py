@@ -8,18 +8,30 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
-__all__ = ["Received", "Recorder", "free_port"]
+__all__ = ["Received", "Recorder", "free_port", "serve_on_loopback"]
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+async def serve_on_loopback(handle: Callable[[web.Request], Awaitable[web.StreamResponse]],
+                            port: int = 0) -> tuple[web.AppRunner, int]:
+    """Serve ``handle`` for every POST path on 127.0.0.1; returns the runner and the port."""
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
+    await runner.setup()
+    port = port or free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, port
 
 
 @dataclass(frozen=True)

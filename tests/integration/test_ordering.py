@@ -19,7 +19,7 @@ from aiohttp import web
 
 from tests.integration.conftest import StartGateway, endpoint_yaml, subscription_yaml
 from tests.integration.test_process import GatewayProcess
-from tests.receiver import free_port
+from tests.receiver import serve_on_loopback
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -52,12 +52,7 @@ class OrderReceiver:
                 self.changed.notify_all()
             return web.Response(status=204)
 
-        app = web.Application()
-        app.router.add_post("/{tail:.*}", handle)
-        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
-        await self.runner.setup()
-        self.port = free_port()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        self.runner, self.port = await serve_on_loopback(handle)
 
     async def wait(self, predicate: Callable[[dict[str, list[int]]], bool],
                    timeout: float = 60, what: str = "deliveries") -> None:

@@ -38,7 +38,7 @@ from tests.integration.conftest import (
     endpoint_yaml,
     subscription_yaml,
 )
-from tests.receiver import Recorder, free_port
+from tests.receiver import Recorder, free_port, serve_on_loopback
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.timeout(120)
@@ -428,12 +428,7 @@ class LatencyReceiver:
                 self.changed.notify_all()
             return web.Response(status=204)
 
-        app = web.Application()
-        app.router.add_post("/{tail:.*}", handle)
-        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
-        await self.runner.setup()
-        self.port = free_port()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        self.runner, self.port = await serve_on_loopback(handle)
 
     async def wait_count(self, n: int, timeout: float = 60) -> None:
         async def done() -> None:
@@ -509,12 +504,7 @@ class ArrivalReceiver:
                 self.changed.notify_all()
             return web.Response(status=204)
 
-        app = web.Application()
-        app.router.add_post("/{tail:.*}", handle)
-        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
-        await self.runner.setup()
-        self.port = free_port()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        self.runner, self.port = await serve_on_loopback(handle)
 
     async def wait_count(self, n: int, timeout: float) -> None:
         async def done() -> None:
