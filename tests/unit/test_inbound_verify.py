@@ -32,9 +32,8 @@ from hookgate.deliverer.web_inbound import (
     idempotency_key,
     kept_headers,
 )
-from hookgate.model.compiler import Compiled, compile_config
-from hookgate.model.manifests import load_paths
 from hookgate.model.routing import RoutingConfig, SourceConfig
+from tests.manifest_text import compile_text, secret, source
 
 NOW = 1_700_000_000
 
@@ -312,21 +311,7 @@ def test_idempotency_keys_and_kept_headers() -> None:
 
 # -- compiling WebhookSources ------------------------------------------------------------
 
-def compile_text(tmp_path: Path, text: str) -> Compiled:
-    (tmp_path / "m.yaml").write_text(text)
-    resources, problems = load_paths([tmp_path])
-    assert problems == []
-    return compile_config(resources, "shop/default")
 
-
-def source(name: str, spec: str) -> str:
-    return (f"apiVersion: hookgate.io/v1alpha1\nkind: WebhookSource\n"
-            f"metadata: {{name: {name}, namespace: shop}}\nspec:\n{spec}---\n")
-
-
-def secret(name: str, data: str) -> str:
-    return (f"apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: shop}}\n"
-            f"stringData: {data}\n---\n")
 
 
 def test_sources_compile_without_their_secrets(tmp_path: Path) -> None:

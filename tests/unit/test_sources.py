@@ -28,8 +28,6 @@ from hookgate.deliverer.source import (
 )
 from hookgate.deliverer.source_sqs import Credentials, parse_sts, region_of, sign_v4
 from hookgate.deliverer.web_ingest import IngestSettings
-from hookgate.model.compiler import compile_config
-from hookgate.model.manifests import load_paths
 from hookgate.model.routing import (
     BrokerConfig,
     EndpointConfig,
@@ -37,6 +35,7 @@ from hookgate.model.routing import (
     SourceConfig,
     SubscriptionConfig,
 )
+from tests.manifest_text import compile_text, secret, source
 
 NOW = 1_700_000_000.25
 MAPPING = SourceMapping(source="shop/orders", event_type_header="event-type",
@@ -93,21 +92,7 @@ def test_bad_messages_say_why(raw: bytes, headers: dict[str, str], reason: str) 
 
 # -- compiling spec.broker ---------------------------------------------------------------------
 
-def compile_text(tmp_path: Path, text: str) -> Any:
-    (tmp_path / "m.yaml").write_text(text)
-    resources, problems = load_paths([tmp_path])
-    assert problems == []
-    return compile_config(resources, "shop/default")
 
-
-def source(name: str, spec: str) -> str:
-    return (f"apiVersion: hookgate.io/v1alpha1\nkind: WebhookSource\n"
-            f"metadata: {{name: {name}, namespace: shop}}\nspec:\n{spec}---\n")
-
-
-def secret(name: str, data: str) -> str:
-    return (f"apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: shop}}\n"
-            f"stringData: {data}\n---\n")
 
 
 def test_broker_sources_compile_with_their_secrets_apart(tmp_path: Path) -> None:
