@@ -7,6 +7,7 @@ tells us, the object and the field.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,9 +19,12 @@ from hookgate.model import schema
 from hookgate.model.problems import ManifestError, Problem
 from hookgate.model.resources import API_GROUP, Location, Resource, parse_resource
 
-__all__ = ["Document", "load_paths", "manifest_files", "parse_documents", "read_documents"]
+__all__ = ["Document", "FieldLines", "load_paths", "manifest_files", "parse_documents",
+           "read_documents"]
 
 SUFFIXES = (".yaml", ".yml", ".json")
+# field paths of a document, in order -> their index: shared by documents of one shape
+_Shapes = dict[tuple[str, ...], dict[str, int]]
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
@@ -45,12 +49,20 @@ def manifest_files(paths: Iterable[str | Path]) -> list[Path]:
 
 def read_documents(path: Path) -> tuple[list[Document], list[Problem]]:
     """The documents of one file; unreadable files and YAML errors become problems."""
+    problems: list[Problem] = []
+    return list(_documents(path, problems, {})), problems
+
+
+def _documents(path: Path, problems: list[Problem], shapes: _Shapes
+               ) -> Iterator[Document]:
+    """The documents of one file, one at a time, so that a large directory is never held
+    as YAML all at once; an unreadable file or a YAML error is appended to ``problems``."""
     try:
         text = path.read_text()
     except OSError as exc:
-        return [], [Problem(f"cannot read file: {exc.strerror}", reason="FileUnreadable",
-                            file=str(path))]
-    docs: list[Document] = []
+        problems.append(Problem(f"cannot read file: {exc.strerror}", reason="FileUnreadable",
+                                file=str(path)))
+        return
     # libyaml's loader when PyYAML has it: three times faster on large config directories,
     # with the same marks (lines) on every node.
     loader = _Loader(text)
@@ -64,32 +76,68 @@ def read_documents(path: Path) -> tuple[list[Document], list[Problem]]:
                 continue
             line = node.start_mark.line + 1
             if not isinstance(value, Mapping):
-                return docs, [Problem("a manifest must be a mapping with apiVersion and kind",
-                                      reason="NotAnObject", file=str(path), line=line)]
-            docs.append(Document(value, Location(str(path), line, _field_lines(node))))
+                problems.append(Problem("a manifest must be a mapping with apiVersion and kind",
+                                        reason="NotAnObject", file=str(path), line=line))
+                return
+            lines = FieldLines.of(node, shapes)
+            del node
+            yield Document(value, Location(str(path), line, lines))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        return docs, [Problem(f"invalid YAML: {getattr(exc, 'problem', None) or exc}",
-                              reason="InvalidYAML", hint="fix the syntax at that line",
-                              file=str(path), line=mark.line + 1 if mark else None)]
+        problems.append(Problem(f"invalid YAML: {getattr(exc, 'problem', None) or exc}",
+                                reason="InvalidYAML", hint="fix the syntax at that line",
+                                file=str(path), line=mark.line + 1 if mark else None))
     finally:
         loader.dispose()
-    return docs, []
 
 
-def _field_lines(node: yaml.Node, prefix: str = "") -> dict[str, int]:
-    out: dict[str, int] = {}
+class FieldLines(Mapping[str, int]):
+    """The line of each field path ("spec.url", "spec.retry.schedule[1]") of one document.
+
+    Compact, as one is kept per object until the config is compiled: documents with the
+    same fields share one path index (``shapes``), and the lines are an array of C ints.
+    """
+
+    __slots__ = ("_index", "_lines")
+
+    def __init__(self, index: Mapping[str, int], lines: Iterable[int]) -> None:
+        self._index = index
+        self._lines = array("I", lines)
+
+    @classmethod
+    def of(cls, node: yaml.Node, shapes: _Shapes) -> FieldLines:
+        paths: list[str] = []
+        lines: list[int] = []
+        _walk(node, "", paths, lines)
+        shape = tuple(paths)
+        index = shapes.get(shape)
+        if index is None:
+            index = shapes[shape] = {p: i for i, p in enumerate(shape)}
+        return cls(index, lines)
+
+    def __getitem__(self, path: str) -> int:
+        return self._lines[self._index[path]]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+
+def _walk(node: yaml.Node, prefix: str, paths: list[str], lines: list[int]) -> None:
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             path = f"{prefix}.{key.value}" if prefix else str(key.value)
-            out[path] = key.start_mark.line + 1
-            out.update(_field_lines(value, path))
+            paths.append(path)
+            lines.append(key.start_mark.line + 1)
+            _walk(value, path, paths, lines)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             path = f"{prefix}[{i}]"
-            out[path] = item.start_mark.line + 1
-            out.update(_field_lines(item, path))
-    return out
+            paths.append(path)
+            lines.append(item.start_mark.line + 1)
+            _walk(item, path, paths, lines)
 
 
 def _is_ours(doc: Mapping[str, Any]) -> bool:
@@ -138,12 +186,12 @@ def _duplicates(resources: list[Resource]) -> Iterator[Problem]:
 
 def load_paths(paths: Iterable[str | Path], default_namespace: str = "default"
                ) -> tuple[list[Resource], list[Problem]]:
-    """Every Hookgate object (and Secret) in the files and directories named."""
-    docs: list[Document] = []
+    """Every Hookgate object (and Secret) in the files and directories named.
+
+    Each document is checked and parsed as it is read and then dropped: only the typed
+    resources are kept, never the whole directory as YAML."""
     problems: list[Problem] = []
-    for f in manifest_files(paths):
-        found, bad = read_documents(f)
-        docs.extend(found)
-        problems.extend(bad)
+    shapes: _Shapes = {}
+    docs = (d for f in manifest_files(paths) for d in _documents(f, problems, shapes))
     resources, bad = parse_documents(docs, default_namespace)
     return resources, problems + bad

@@ -107,3 +107,21 @@ def test_durations_round_trip() -> None:
                           ("0s", 0)]:
         assert parse_duration(text) == seconds
         assert parse_duration(format_duration(seconds)) == seconds
+
+
+def test_field_lines_map_every_path_and_share_one_index_per_shape(tmp_path: Path) -> None:
+    from hookgate.model.manifests import read_documents
+
+    text = ENDPOINT + "---\n" + ENDPOINT.replace("name: acme}", "name: acme2}", 1)
+    docs, problems = read_documents(write(tmp_path, "a.yaml", text) / "a.yaml")
+    assert problems == []
+    first, second = docs[0].location.lines, docs[3].location.lines
+    assert dict(first) == {
+        "apiVersion": 1, "kind": 2, "metadata": 3, "metadata.name": 3, "spec": 4,
+        "spec.url": 5, "spec.secretRef": 6, "spec.secretRef.name": 6, "spec.headers": 7,
+        "spec.headers.X-Tenant": 7, "spec.timeout": 8, "spec.retry": 9,
+        "spec.retry.schedule": 9, "spec.retry.schedule[0]": 9, "spec.retry.schedule[1]": 9,
+        "spec.retry.schedule[2]": 9}
+    assert second["spec.url"] == 27 and "spec.nope" not in second
+    assert docs[3].location.line_of("spec.retry.schedule[2]") == 31
+    assert first._index is second._index  # type: ignore[attr-defined]
