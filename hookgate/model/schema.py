@@ -29,6 +29,7 @@ import ipaddress
 import itertools
 import json
 import re
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,7 +70,9 @@ def crds() -> dict[str, dict[str, Any]]:
     """Every Hookgate CRD, by the kind it defines. Read once; callers must not mutate."""
     out: dict[str, dict[str, Any]] = {}
     for path in sorted(crd_dir().glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
+        # libyaml when PyYAML has it: a fifth of the time, on every start
+        for doc in yaml.load_all(path.read_text(), Loader=getattr(yaml, "CSafeLoader",
+                                                                  yaml.SafeLoader)):
             if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition":
                 out[doc["spec"]["names"]["kind"]] = doc
     missing = set(KINDS) - set(out)
@@ -95,7 +98,7 @@ def check(doc: Mapping[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
 
     Hookgate kinds are checked against their CRD; v1 Secrets only for well-formed ``data``.
     """
-    obj = copy.deepcopy(dict(doc))
+    obj = _copy(dict(doc), {})
     md = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
     assert isinstance(md, Mapping)
     kind = obj.get("kind")
@@ -140,12 +143,39 @@ class _Context:
     namespace: str | None
     name: str | None
     problems: list[Problem] = field(default_factory=list)
+    broken: int = 0  # how many of the problems are schema violations
 
     def add(self, path: str, message: str, hint: str = "",
             reason: str = SCHEMA_VIOLATION) -> None:
+        self.broken += reason == SCHEMA_VIOLATION
         self.problems.append(Problem(message=message, reason=reason, hint=hint,
                                      kind=self.kind, namespace=self.namespace,
                                      name=self.name, field=path or None))
+
+
+def _copy(value: Any, memo: dict[int, Any]) -> Any:
+    """A deep copy of a manifest, as ``copy.deepcopy`` makes (aliases stay aliases), with
+    mapping keys interned: thousands of manifests then share one "spec", one "url", ...
+    while their objects are kept, instead of each holding its own."""
+    if type(value) is dict:
+        out = memo.get(id(value))
+        if out is None:
+            out = memo[id(value)] = {}
+            for k, v in value.items():
+                out[sys.intern(k) if type(k) is str else k] = _copy(v, memo)
+        return out
+    if type(value) is list:
+        out = memo.get(id(value))
+        if out is None:
+            out = memo[id(value)] = []
+            out.extend(_copy(v, memo) for v in value)
+        return out
+    if type(value) in _ATOMIC:
+        return value
+    return copy.deepcopy(value, memo)
+
+
+_ATOMIC = frozenset({str, int, float, bool, type(None)})
 
 
 def _str_or_none(value: Any) -> str | None:
@@ -265,7 +295,7 @@ class _Walker:
             self._rules(schema, value, path)
 
     def _broken(self) -> int:
-        return sum(p.reason == SCHEMA_VIOLATION for p in self.ctx.problems)
+        return self.ctx.broken
 
     def _type_ok(self, schema: Schema, value: Any, path: str) -> bool:
         if schema.get("x-kubernetes-int-or-string"):
@@ -326,23 +356,24 @@ class _Walker:
                          f"{schema['maxItems']} items", _about(schema))
 
     def _scalar(self, schema: Schema, value: Any, path: str) -> None:
-        hint = _about(schema)
+        # the hint (the field's description) only when there is a problem: most values have none
         if isinstance(value, str):
             pattern = schema.get("pattern")
+            hint = ""
             if pattern and not re.search(pattern, value):
-                if pattern == DURATION_PATTERN:
-                    hint = "write a duration like 500ms, 15s, 5m or 1h30m"
+                hint = "write a duration like 500ms, 15s, 5m or 1h30m" \
+                    if pattern == DURATION_PATTERN else _about(schema)
                 self.ctx.add(path, f"Invalid value: {_show(value)}: should match '{pattern}'",
                              hint)
             if len(value) < schema.get("minLength", 0):
                 self.ctx.add(path, f"Invalid value: {_show(value)}: should be at least "
-                             f"{schema['minLength']} chars long", hint)
+                             f"{schema['minLength']} chars long", hint or _about(schema))
             if len(value) > schema.get("maxLength", len(value)):
                 self.ctx.add(path, f"Too long: may not be more than {schema['maxLength']} "
-                             "characters", hint)
+                             "characters", hint or _about(schema))
         elif isinstance(value, int | float) and not isinstance(value, bool):
             for problem in _bounds(schema, value):
-                self.ctx.add(path, f"Invalid value: {_show(value)}: {problem}", hint)
+                self.ctx.add(path, f"Invalid value: {_show(value)}: {problem}", _about(schema))
 
     def _rules(self, schema: Schema, value: Any, path: str) -> None:
         for rule in schema.get("x-kubernetes-validations", []):
@@ -360,15 +391,17 @@ class _Walker:
 def _is_type(expected: str, value: Any) -> bool:
     if isinstance(value, bool):
         return expected == "boolean"
-    checks: dict[str, Callable[[Any], bool]] = {
-        "object": lambda v: isinstance(v, dict),
-        "array": lambda v: isinstance(v, list),
-        "string": lambda v: isinstance(v, str),
-        "integer": lambda v: isinstance(v, int),
-        "number": lambda v: isinstance(v, int | float),
-        "boolean": lambda v: False,
-    }
-    return checks.get(expected, lambda v: True)(value)
+    return _TYPE_CHECKS.get(expected, lambda v: True)(value)
+
+
+_TYPE_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int),
+    "number": lambda v: isinstance(v, int | float),
+    "boolean": lambda v: False,
+}
 
 
 def _bounds(schema: Schema, value: float) -> Iterator[str]:

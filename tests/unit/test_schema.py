@@ -4,6 +4,7 @@ what is defaulted, and that the CRDs themselves are complete enough for kubectl 
 from __future__ import annotations
 
 import copy
+import json
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -322,3 +323,17 @@ def test_examples_load_as_one_coherent_set() -> None:
 def test_allow_cidrs_accepts_what_the_api_server_does(cidr: str, ok: bool) -> None:
     doc = obj("WebhookGateway", "g", {"network": {"allowCIDRs": [cidr]}})
     assert (schema.check(doc)[1] == []) is ok
+
+
+def test_the_checked_copy_is_deep_keeps_aliases_and_shares_keys() -> None:
+    headers = {"X-" + "Tenant": "acme"}  # keys built at run time, as a YAML parser does
+    doc = obj("WebhookEndpoint", "a", {"url": "https://x.example", "headers": headers,
+                                       "retry": {"schedule": ["0s", "5s"]}})
+    doc["metadata"]["labels"] = doc["metadata"]["annotations"] = {"team": "b"}
+    before = copy.deepcopy(doc)
+    checked, problems = schema.check(doc)
+    assert problems == [] and doc == before  # the input is never changed
+    assert checked["spec"]["headers"] == headers and checked["spec"]["headers"] is not headers
+    assert checked["metadata"]["labels"] is checked["metadata"]["annotations"]
+    other, _ = schema.check(json.loads(json.dumps(doc)))  # the same keys, other objects
+    assert next(iter(other["spec"]["headers"])) is next(iter(checked["spec"]["headers"]))
