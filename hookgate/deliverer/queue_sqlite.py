@@ -8,7 +8,9 @@ How it stays out of the event loop's way: every statement runs on one dedicated 
 single-worker executor owning the only connection). Calls are queued and the thread runs
 whatever has piled up in ONE transaction, each call in its own savepoint: under load many
 enqueues and completions share one commit and one fsync (group commit), and a failing call
-rolls back alone.
+rolls back alone. Completions go further: all those made while the thread is busy become ONE
+call of three statements (insert the attempts, delete the deliveries, count down the
+events), because the thread's Python work holds the GIL the event loop needs.
 
 How it knows it is alone: an exclusive ``flock`` on ``PATH.lock``. A second process gets
 :class:`QueueUnavailable` at open; and because holding the lock proves any previous owner is
@@ -26,11 +28,13 @@ import asyncio
 import collections
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import os
 import secrets
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -201,6 +205,10 @@ class SQLiteQueue:
         self._lock_fd: int | None = None
         self._pending: collections.deque[tuple[_Op, asyncio.Future[Any]]] = collections.deque()
         self._draining = False  # a drain of _pending is submitted to the queue thread
+        # completions not yet taken by the queue thread, and the future they all wait on;
+        # the lock orders "append to the group" (loop) and "take the group" (thread)
+        self._completions: list[tuple[Delivery, Attempt, asyncio.Future[None]]] | None = None
+        self._completions_lock = threading.Lock()
         self._changed = asyncio.Event()
         self._closed = True
 
@@ -301,8 +309,8 @@ class SQLiteQueue:
 
     # -- the queue thread -----------------------------------------------------------------
 
-    async def _run(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``op`` on the queue thread inside the next group transaction."""
+    def _submit(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Queue ``op`` for the queue thread's next group transaction; its future."""
         if self._closed or self._executor is None:
             raise QueueUnavailable(f"SQLite queue {self.path} is closed; open it first")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
@@ -310,7 +318,11 @@ class SQLiteQueue:
         if not self._draining:  # one submission per burst of calls, not one per call
             self._draining = True
             self._executor.submit(self._drain_all)
-        return await future
+        return future
+
+    async def _run(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``op`` on the queue thread inside the next group transaction."""
+        return await self._submit(op)
 
     def _drain_all(self) -> None:
         """Run queued calls in group transactions until none is left (on the queue thread).
@@ -468,16 +480,47 @@ class SQLiteQueue:
         return deliveries, None
 
     async def complete(self, delivery: Delivery, attempt: Attempt) -> None:
-        """Log the attempt and drop the delivery (a no-op if its lease passed to another)."""
+        """Log the attempt and drop the delivery (a no-op if its lease passed to another).
 
-        def op(conn: sqlite3.Connection) -> None:
-            _log_attempt(conn, delivery, attempt)
-            if _take(conn, delivery):
-                _finish_one(conn, delivery.event.id, self._clock())
-
-        await self._run(op)
+        Joins the completions not yet taken by the queue thread: they are written together,
+        as one call, and each caller learns the outcome of that call."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        with self._completions_lock:
+            if self._completions is None:
+                group: list[tuple[Delivery, Attempt, asyncio.Future[None]]] = []
+                written = self._submit(lambda conn: self._complete_all(conn, group))
+                written.add_done_callback(functools.partial(_fan_out, group))
+                self._completions = group
+            self._completions.append((delivery, attempt, done))
+        await done
         if delivery.ordering_key is not None:
             self._wake()  # the next delivery with this key may go
+
+    def _complete_all(self, conn: sqlite3.Connection,
+                      group: list[tuple[Delivery, Attempt, asyncio.Future[None]]]) -> None:
+        """Write a group of completions (on the queue thread); later ones start a new group."""
+        with self._completions_lock:
+            if self._completions is group:
+                self._completions = None
+        conn.executemany(
+            "INSERT INTO attempts (event_id, endpoint, attempt, at, duration, status, error, "
+            "outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [_attempt_row(d.event.id, a) for d, a, _ in group])
+        # A lease's token is "<random>.<seq>", so it can only ever belong to its own row:
+        # "id IN ids AND token IN tokens" matches exactly the (id, token) pairs, and unlike a
+        # row-value IN it is looked up through the id index.
+        for start in range(0, len(group), _MAX_BATCH):
+            part = group[start:start + _MAX_BATCH]
+            marks = ", ".join("?" * len(part))
+            taken = collections.Counter(row[0] for row in conn.execute(
+                f"DELETE FROM deliveries WHERE id IN ({marks}) AND token IN ({marks}) "
+                "AND state = 'leased' RETURNING event_id",
+                [d.id for d, _, _ in part] + [d.token for d, _, _ in part]))
+            now = self._clock()
+            conn.executemany(
+                "UPDATE events SET pending = pending - ?, "
+                "finished_at = CASE WHEN pending <= ? THEN ? ELSE finished_at END WHERE id = ?",
+                [(n, n, now, event_id) for event_id, n in taken.items()])
 
     async def retry(self, delivery: Delivery, attempt: Attempt, due: float) -> None:
         def op(conn: sqlite3.Connection) -> None:
@@ -688,6 +731,18 @@ class SQLiteQueue:
                 return total
 
 
+def _fan_out(group: list[tuple[Delivery, Attempt, asyncio.Future[None]]],
+             written: asyncio.Future[None]) -> None:
+    """Tell each caller of a group of completions how writing the group went."""
+    error = written.exception()
+    for _, _, done in group:
+        if not done.done():  # a caller cancelled meanwhile: the write happened all the same
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(error)
+
+
 def _settle_all(results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
     for future, ok, value in results:
         _settle(future, ok, value)
@@ -713,10 +768,3 @@ def _take(conn: sqlite3.Connection, delivery: Delivery) -> bool:
     return conn.execute(
         "DELETE FROM deliveries WHERE id = ? AND token = ? AND state = 'leased'",
         (delivery.id, delivery.token)).rowcount > 0
-
-
-def _finish_one(conn: sqlite3.Connection, event_id: str, now: float) -> None:
-    conn.execute(
-        "UPDATE events SET pending = pending - 1, "
-        "finished_at = CASE WHEN pending <= 1 THEN ? ELSE finished_at END WHERE id = ?",
-        (now, event_id))

@@ -175,6 +175,42 @@ async def test_group_commit_keeps_concurrent_enqueues_apart(tmp_path: Path) -> N
         await q.close()
 
 
+async def test_concurrent_completions_are_written_together_and_exactly(tmp_path: Path) -> None:
+    """Completions made together share one write: each lease still counts on its own (a
+    stale one removes nothing), events finish when their last delivery does, and a caller
+    cancelled while waiting does not undo the others' completion."""
+    clock = Clock()
+    q = SQLiteQueue(tmp_path / "queue.db", clock=clock, visibility_timeout=30)
+    await q.open()
+    try:
+        for n in range(1, 41):
+            await q.enqueue(event(n), [A, B] if n <= 20 else [A])
+        first = await q.fetch(100, wait=1)
+        stale = next(d for d in first if d.id == "evt_40/shop/a")
+        clock.now += 31
+        again = await q.fetch(100, wait=0)  # every lease expired: all handed out again
+        assert len(first) == len(again) == 60
+        by_id = {d.id: d for d in again}
+        # complete everything but evt_1/shop/b, plus the stale lease of evt_40/shop/a
+        done = [d for d in again if d.id != "evt_1/shop/b"]
+        calls = [asyncio.ensure_future(q.complete(d, ok(d))) for d in done]
+        calls.append(asyncio.ensure_future(q.complete(stale, ok(stale))))
+        await asyncio.sleep(0)  # one loop turn: every call has joined the group and waits
+        calls[0].cancel()
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        assert isinstance(results[0], asyncio.CancelledError)
+        assert all(r is None for r in results[1:])
+        assert await q.depth() == Depth(ready=0, delayed=0, dead=0, leased=1)
+        assert await q.purge(before=clock() + 1) == 39  # evt_1 waits for shop/b
+        record = await q.event("evt_40")
+        assert record is None
+        assert await q.event("evt_1") is not None
+        await q.complete(by_id["evt_1/shop/b"], ok(by_id["evt_1/shop/b"]))
+        assert await q.purge(before=clock() + 1) == 1
+    finally:
+        await q.close()
+
+
 async def test_closed_queue_and_unwritable_directory_are_unavailable(tmp_path: Path) -> None:
     q = SQLiteQueue(tmp_path / "queue.db")
     with pytest.raises(QueueUnavailable, match="closed; open it first"):
