@@ -15,7 +15,7 @@ import ssl
 import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import aiohttp
 from yarl import URL
@@ -35,8 +35,7 @@ RESERVED = frozenset({"webhook-id", "webhook-timestamp", "webhook-signature", "c
 KEEP_BODY = 1024  # bytes of a failed response kept for the attempt log
 
 
-@dataclass(frozen=True)
-class Response:
+class Response(NamedTuple):  # a tuple: one is made per attempt, on the hot path
     status: int | None  # None when no HTTP response arrived
     duration: float
     error: str | None = None

@@ -25,6 +25,7 @@ operations endpoint, signed like every delivery.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import random
@@ -73,20 +74,6 @@ def _kept_headers(event: Event, endpoint: EndpointConfig) -> dict[str, str]:
     return {k: v for k, v in event.headers if k.lower() not in taken}
 
 
-class _Series:
-    """The metric series of one endpoint that every successful delivery touches, looked up
-    once: ``labels()`` validates and locks on each call, five times per delivery."""
-
-    __slots__ = ("delivered", "duration", "end_to_end", "in_flight")
-
-    def __init__(self, metrics: Metrics, endpoint: str) -> None:
-        gw = metrics.gateway
-        self.in_flight = metrics.in_flight.labels(gw, endpoint)
-        self.duration = metrics.delivery_duration.labels(gw, endpoint)
-        self.end_to_end = metrics.end_to_end.labels(gw, endpoint)
-        self.delivered = metrics.deliveries.labels(gw, endpoint, Verdict.SUCCESS.value)
-
-
 class Dispatcher:
     def __init__(self, queue: Queue, sender: Sender, live: LiveConfig, metrics: Metrics, *,
                  concurrency: int = 256, batch: int = 64, poll: float = 1.0,
@@ -103,7 +90,12 @@ class Dispatcher:
         self.clock = clock
         self.rng = rng or random.Random()
         self.in_flight: Counter[str] = Counter()
-        self._tasks: dict[asyncio.Task[None], Delivery] = {}
+        # A fixed pool of ``concurrency`` workers takes fetched deliveries from ``_ready``
+        # (a task per delivery cost more CPU than anything else the dispatcher did).
+        self._ready: collections.deque[Delivery] = collections.deque()
+        self._idle: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._workers: list[asyncio.Task[None]] = []
+        self._busy = 0
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -114,7 +106,6 @@ class Dispatcher:
         self._saturated_since: dict[str, float] = {}
         self._rate_next: dict[str, float] = {}  # next free local slot of a limited endpoint
         self._failing_since: dict[str, float] = {}  # first failure of an unbroken run
-        self._series: dict[str, _Series] = {}
 
     # -- runtime state -------------------------------------------------------------------
 
@@ -203,15 +194,18 @@ class Dispatcher:
 
     @property
     def busy(self) -> int:
-        return len(self._tasks)
+        """Deliveries being attempted now."""
+        return self._busy
 
     async def run(self) -> None:
         """Deliver until :meth:`stop`; survives the queue going away and coming back."""
         backoff = QUEUE_BACKOFF[0]
         watcher = asyncio.create_task(self._watch_pauses(), name="pauses")
+        self._workers = [asyncio.create_task(self._work(), name=f"delivery-{n}")
+                         for n in range(self.concurrency)]
         try:
             while not self._stopping.is_set():
-                free = self.concurrency - len(self._tasks)
+                free = self.concurrency - self._busy - len(self._ready)
                 if free <= 0:
                     self._slot_freed.clear()
                     await self._slot_freed.wait()
@@ -228,19 +222,43 @@ class Dispatcher:
                 if self._stopping.is_set():
                     await self._release(batch)
                     break
-                for delivery in batch:
-                    task = asyncio.create_task(self._deliver(delivery))
-                    self._tasks[task] = delivery
-                    task.add_done_callback(self._done)
+                self._ready.extend(batch)
+                self._wake_workers(len(batch))
         finally:
             watcher.cancel()
+            if not self._stopping.is_set():  # cancelled, not stopped: take the workers along
+                for worker in self._workers:
+                    worker.cancel()
             self._stopped.set()
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.pop(task, None)
-        self._slot_freed.set()
-        if not task.cancelled() and task.exception() is not None:
-            log.error("delivery task failed", exc_info=task.exception())
+    def _wake_workers(self, n: int) -> None:
+        while n > 0 and self._idle:
+            waiter = self._idle.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                n -= 1
+
+    async def _work(self) -> None:
+        """One worker: attempt ready deliveries one after the other until the stop."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._ready:
+                if self._stopping.is_set():
+                    return
+                waiter: asyncio.Future[None] = loop.create_future()
+                self._idle.append(waiter)
+                await waiter
+                continue
+            delivery = self._ready.popleft()
+            self._busy += 1
+            try:
+                await self._deliver(delivery)
+            except Exception:
+                log.exception("delivery %s failed unexpectedly; it is attempted again when its "
+                              "lease expires", delivery.id)
+            finally:
+                self._busy -= 1
+                self._slot_freed.set()
 
     async def stop(self, grace: float) -> None:
         """Stop taking work, let in-flight deliveries finish for ``grace`` seconds, then hand
@@ -248,8 +266,12 @@ class Dispatcher:
         self._stopping.set()
         self._slot_freed.set()
         await self._stopped.wait()
-        if self._tasks:
-            _, pending = await asyncio.wait(list(self._tasks), timeout=grace)
+        unstarted = list(self._ready)
+        self._ready.clear()
+        await self._release(unstarted)
+        self._wake_workers(len(self._idle))  # idle workers see the stop and return
+        if self._workers:
+            _, pending = await asyncio.wait(self._workers, timeout=grace)
             for task in pending:
                 task.cancel()
             if pending:
@@ -278,7 +300,7 @@ class Dispatcher:
                 log.warning("endpoint %s no longer exists; delivery %s goes to dead letters",
                             d.endpoint, d.id)
                 await self.queue.bury(d, None, "EndpointDeleted")
-                self.metrics.deliveries.labels(self.metrics.gateway, d.endpoint, "dead").inc()
+                self.metrics.delivery.of(d.endpoint).count("dead")
                 return
             if endpoint.paused or d.endpoint in self.paused:
                 await self._postpone(d, now + PAUSED_RECHECK * (1 + self.rng.random() / 2),
@@ -335,21 +357,13 @@ class Dispatcher:
                          f"every delivery attempt failed for {now - since:.0f}s "
                          f"(autoDisableAfter {after:g}s)")
 
-    def _series_of(self, key: str) -> _Series:
-        series = self._series.get(key)
-        if series is None:
-            if len(self._series) >= 100_000:  # endpoints come and go with the config
-                self._series.clear()
-            series = self._series[key] = _Series(self.metrics, key)
-        return series
-
     async def _attempt(self, d: Delivery, endpoint: EndpointConfig,
                        keys: tuple[SigningKey, ...], auth: EndpointAuth | None = None,
                        circuit: Any = None) -> None:
-        gw, key = self.metrics.gateway, d.endpoint
-        series = self._series_of(key)
+        key = d.endpoint
+        series = self.metrics.delivery.of(key)
         self.in_flight[key] += 1
-        series.in_flight.inc()
+        series.in_flight += 1
         started = self.clock()
         try:
             resp = await self.sender.send(endpoint, keys, d.event.id, d.event.body, auth=auth,
@@ -364,7 +378,7 @@ class Dispatcher:
                 del self.in_flight[key]
             if self.in_flight[key] < endpoint.max_in_flight:
                 self._saturated_since.pop(key, None)
-            series.in_flight.dec()
+            series.in_flight -= 1
         ok = resp.status is not None and 200 <= resp.status < 300
         if circuit is not None and not resp.refused:
             if ok:
@@ -381,8 +395,8 @@ class Dispatcher:
                               outcome="dead")
             log.warning("delivery %s to %s refused: %s; kept as a dead letter "
                         "(AddressRefused)", d.id, key, resp.error)
-            self.metrics.deliveries.labels(gw, key, "dead").inc()
             await self.queue.bury(d, attempt, "AddressRefused")
+            series.count("dead")
             await self._announce_dead(d, "AddressRefused", resp.error)
             return
         series.duration.observe(resp.duration)
@@ -392,21 +406,23 @@ class Dispatcher:
                           status=resp.status, error=resp.error,
                           outcome="success" if decision.verdict is Verdict.SUCCESS
                           else "retry" if decision.verdict is Verdict.RETRY else "dead")
+        # Outcomes are counted once the queue recorded them, so a scrape never shows a
+        # success whose end-to-end latency is still missing.
         if decision.verdict is Verdict.SUCCESS:
-            series.delivered.inc()
-        else:
-            self.metrics.deliveries.labels(gw, key, decision.verdict.value).inc()
-        if decision.verdict is Verdict.SUCCESS:
+            end_to_end = started + resp.duration - d.event.accepted_at
             await self.queue.complete(d, attempt)
-            series.end_to_end.observe(self.clock() - d.event.accepted_at)
+            series.count(decision.verdict.value)
+            series.end_to_end.observe(end_to_end)
         elif decision.verdict is Verdict.RETRY:
             log.info("delivery %s to %s failed (attempt %d: %s); retrying in %.1fs",
                      d.id, key, d.attempt, resp.error, decision.delay)
             await self.queue.retry(d, attempt, self.clock() + decision.delay)
+            series.count(decision.verdict.value)
         else:
             log.warning("delivery %s to %s failed for good (attempt %d: %s); kept as a dead "
                         "letter (%s)", d.id, key, d.attempt, resp.error, decision.reason)
             await self.queue.bury(d, attempt, decision.reason)
+            series.count(decision.verdict.value)
             if decision.verdict is Verdict.GONE:
                 await self.pause(key, "Gone", f"the endpoint answered 410 Gone to delivery "
                                  f"{d.id}")

@@ -94,6 +94,7 @@ class Gateway:
             self.live.update(config.compiled.config, config.compiled.signing_keys,
                              config.compiled.source_secrets)
             self.metrics.config_reloads.labels(self.metrics.gateway, "ok").inc()
+            self.metrics.delivery.forget(set(config.compiled.config.endpoints))
             log.info("config applied: %d endpoints, %d subscriptions",
                      len(config.compiled.config.endpoints),
                      len(config.compiled.config.subscriptions))

@@ -31,6 +31,10 @@ class Decision:
     reason: str = ""  # dead-letter reason, for DEAD and GONE
 
 
+SUCCEEDED = Decision(Verdict.SUCCESS)
+GONE = Decision(Verdict.GONE, reason="Gone")
+
+
 def parse_retry_after(value: str | None, now: float) -> float | None:
     """Seconds from a ``Retry-After`` header (seconds or HTTP date), clamped to [1 s, 1 h]."""
     if not value:
@@ -59,9 +63,9 @@ def decide(status: int | None, attempt: int, schedule: Sequence[float], rng: ran
     made in all. ``status`` is None when no response arrived (timeout, refused, reset).
     """
     if status is not None and 200 <= status < 300:
-        return Decision(Verdict.SUCCESS)
+        return SUCCEEDED
     if status == 410:
-        return Decision(Verdict.GONE, reason="Gone")
+        return GONE
     if attempt >= len(schedule):
         return Decision(Verdict.DEAD, reason="Exhausted")
     delay = jittered(schedule[attempt], rng)
