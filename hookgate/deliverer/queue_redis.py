@@ -5,13 +5,16 @@ Shape (key names in :mod:`hookgate.deliverer.redis_keys`):
 * One stream of deliveries per gateway and one consumer group; every process joins it under
   a name of its own (``host-pid-random``), so Redis knows which process holds which lease.
   A delivery's lease is its entry in the group's pending list; its token is the entry id.
-* Retries and postponements wait in a sorted set scored by due time. ``fetch`` moves due ones
-  to the stream (one Lua script), reclaims entries idle longer than the visibility timeout
-  (``XAUTOCLAIM``: their consumer died or hung), then reads new entries (``XREADGROUP``).
+* Retries and postponements wait in a sorted set scored by due time. ``fetch`` reclaims
+  entries idle longer than the visibility timeout (``XAUTOCLAIM``: their consumer died or
+  hung), then one Lua script moves due retries to the stream and leases new entries with
+  their events (``XREADGROUP`` + ``HMGET``): one round trip per batch. When nothing is
+  ready it waits in a blocking ``XREADGROUP``.
 * Every state change is one Lua script, so a crash between steps cannot lose or duplicate a
-  delivery: e.g. a retry acknowledges, deletes and schedules in one atomic step. Changes
-  requested through a lease this process no longer holds (it expired and another consumer
-  took the delivery) only log the attempt; the holder decides the delivery's fate.
+  delivery: e.g. a retry acknowledges, deletes and schedules in one atomic step. The
+  completions made in one loop iteration share one script call. Changes requested through a
+  lease this process no longer holds (it expired and another consumer took the delivery)
+  only log the attempt; the holder decides the delivery's fate.
 * Event bodies are stored once, in a hash per event, whose TTL (``retention``) is extended
   while deliveries are pending. The attempt log is a list per event with the same retention.
   Dead letters copy what replay needs, so they stay replayable after their event expired.
@@ -275,30 +278,65 @@ end
 return {1, id}
 """
 
-# KEYS delayed, stream; ARGV now, max. Returns {moved, next due score or nil}.
-_PROMOTE = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+# Promote due retries, then lease new entries with their events: what one fetch needs, in one
+# round trip. KEYS stream, delayed; ARGV group, consumer, count, now, max promoted, event key
+# prefix. Returns {next due score or false, {entry id, event id, endpoint, attempt, ordering
+# key or false, event fields (false when already sent in this reply)}...}. The event keys
+# share the gateway's hash tag, so this stays within one Redis Cluster slot.
+_LEASE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[4], 'LIMIT', 0, ARGV[5])
 for _, m in ipairs(due) do
   local d = cjson.decode(m)
   if d[4] then
-    redis.call('XADD', KEYS[2], '*', 'e', d[1], 'p', d[2], 'a', tostring(d[3]), 'o', d[4])
+    redis.call('XADD', KEYS[1], '*', 'e', d[1], 'p', d[2], 'a', tostring(d[3]), 'o', d[4])
   else
-    redis.call('XADD', KEYS[2], '*', 'e', d[1], 'p', d[2], 'a', tostring(d[3]))
+    redis.call('XADD', KEYS[1], '*', 'e', d[1], 'p', d[2], 'a', tostring(d[3]))
   end
-  redis.call('ZREM', KEYS[1], m)
+  redis.call('ZREM', KEYS[2], m)
 end
-local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {#due, nxt[2] or false}
+local nxt = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+local out = {nxt[2] or false}
+local read = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3],
+                        'STREAMS', KEYS[1], '>')
+if read then
+  local sent = {}
+  for _, entry in ipairs(read[1][2]) do
+    local f = {}
+    local kv = entry[2]
+    for i = 1, #kv, 2 do f[kv[i]] = kv[i + 1] end
+    local fields = false
+    if not sent[f['e']] then
+      sent[f['e']] = true
+      fields = redis.call('HMGET', ARGV[6] .. f['e'], 't', 'b', 'at', 's', 'k', 'kh')
+    end
+    table.insert(out, {entry[1], f['e'], f['p'], f['a'], f['o'] or false, fields})
+  end
+end
+return out
 """
 
-# KEYS stream, attempts[, order busy, order waiting, wait list]; ARGV group, consumer,
-# entry id, attempt json, retention[, order busy field]
-_COMPLETE = _PRELUDE + """
-log_attempt(KEYS[2], ARGV[4], ARGV[5])
-if not owned(KEYS[1], ARGV[1], ARGV[3], ARGV[2]) then return 0 end
-take(KEYS[1], ARGV[1], ARGV[3])
-if ARGV[6] then release_next(KEYS[1], KEYS[3], KEYS[4], KEYS[5], ARGV[6]) end
-return 1
+# Completions made together, in one call. KEYS stream, order busy, order waiting, then per
+# completion its attempts list and, if ordered, its wait list; ARGV group, consumer,
+# retention, then per completion: entry id, attempt json, order busy field or ''.
+# Returns how many of the leases were still held (the others only log their attempt).
+_COMPLETE_ALL = _PRELUDE + """
+local k = 4
+local held = 0
+for i = 4, #ARGV, 3 do
+  log_attempt(KEYS[k], ARGV[i + 1], ARGV[3])
+  k = k + 1
+  local wait = nil
+  if ARGV[i + 2] ~= '' then
+    wait = KEYS[k]
+    k = k + 1
+  end
+  if owned(KEYS[1], ARGV[1], ARGV[i], ARGV[2]) then
+    take(KEYS[1], ARGV[1], ARGV[i])
+    if wait then release_next(KEYS[1], KEYS[2], KEYS[3], wait, ARGV[i + 2]) end
+    held = held + 1
+  end
+end
+return held
 """
 
 # KEYS stream, delayed, event, attempts; ARGV group, consumer, entry id, attempt json or '',
@@ -415,6 +453,8 @@ class RedisQueue:
         self._batch: list[_Call] = []
         self._flush_scheduled = False
         self._flushes: set[asyncio.Task[None]] = set()
+        # completions made in this loop iteration: written together by one script call
+        self._completions: list[tuple[Delivery, Attempt, asyncio.Future[None]]] = []
         self._closed = True
 
     def __repr__(self) -> str:
@@ -558,7 +598,7 @@ class RedisQueue:
         if self._closed:
             return
         async with self._read_lock:  # lets a blocked read end (within poll_interval)
-            while self._flush_scheduled or self._flushes:  # scripts already asked for
+            while self._flush_scheduled or self._flushes or self._completions:  # asked for
                 await asyncio.gather(*self._flushes, asyncio.sleep(0), return_exceptions=True)
             try:
                 pending = await self._redis.xpending_range(
@@ -608,38 +648,52 @@ class RedisQueue:
         return original.decode(), bool(stored)
 
     async def fetch(self, limit: int, wait: float) -> list[Delivery]:
-        """Promote due retries, reclaim expired leases, then read new entries (oldest first)."""
+        """Reclaim expired leases, promote due retries and lease new entries (oldest first);
+        when there are none, wait on the stream."""
         if limit <= 0:
             return []
         deadline = time.monotonic() + max(0.0, wait)
         while not self._closed:
-            next_due = await self._promote()
-            entries: list[tuple[bytes, dict[bytes, bytes]]] = []
+            deliveries: list[Delivery] = []
             if time.monotonic() >= self._next_reclaim:
-                entries += await self._reclaim(limit)
-            if len(entries) < limit:
-                block = 0.0
-                if not entries:
-                    block = min(deadline - time.monotonic(), self.poll_interval,
-                                self._next_reclaim - time.monotonic())
-                    if next_due is not None:
-                        block = min(block, next_due - self._clock())
-                entries += await self._read(limit - len(entries), block)
-            if entries:
-                deliveries = await self._deliveries(entries)
-                if deliveries:
-                    return deliveries
+                deliveries += await self._deliveries(await self._reclaim(limit))
+            if len(deliveries) >= limit:
+                return deliveries
+            leased, next_due = await self._lease(limit - len(deliveries))
+            deliveries += leased
+            if deliveries:
+                return deliveries
+            block = min(deadline - time.monotonic(), self.poll_interval,
+                        self._next_reclaim - time.monotonic())
+            if next_due is not None:
+                block = min(block, next_due - self._clock())
+            if block >= 0.001:
+                entries = await self._read(limit, block)
+                if entries:
+                    deliveries = await self._deliveries(entries)
+                    if deliveries:
+                        return deliveries
             if time.monotonic() >= deadline:
                 break
         return []
 
-    async def _promote(self) -> float | None:
-        """Move due delayed deliveries to the stream; the next due time, if any."""
-        keys = [self.keys.delayed, self.keys.stream]
-        args = [repr(self._clock()), _PROMOTE_BATCH]
-        _, next_due = await self._call(
-            "moving due retries to the stream", lambda: self._script(_PROMOTE, keys, args))
-        return float(next_due) if next_due is not None else None
+    async def _lease(self, limit: int) -> tuple[list[Delivery], float | None]:
+        """Promote due retries and lease up to ``limit`` new entries, in one script call;
+        the deliveries and the next due time of a delayed delivery, if any."""
+        keys = [self.keys.stream, self.keys.delayed]
+        args = [CONSUMER_GROUP, self.consumer, limit, repr(self._clock()), _PROMOTE_BATCH,
+                self.keys.event("")]
+        next_due, *rows = await self._call(
+            "leasing deliveries", lambda: self._script(_LEASE, keys, args))
+        events: dict[str, Event | None] = {}
+        found: list[tuple[bytes, str, str, int, str | None]] = []
+        for entry_id, event_id, endpoint, attempt, okey, fields in rows:
+            eid = event_id.decode()
+            if fields is not None:
+                events[eid] = _event_from_fields(eid, fields)
+            found.append((entry_id, eid, endpoint.decode(), int(attempt), _text(okey)))
+        deliveries = await self._assemble(found, events)
+        return deliveries, float(next_due) if next_due is not None else None
 
     async def _reclaim(self, limit: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
         """Take over entries whose consumer has been silent for the visibility timeout."""
@@ -679,7 +733,9 @@ class RedisQueue:
 
     async def _deliveries(self, entries: Sequence[tuple[bytes, dict[bytes, bytes]]]
                           ) -> list[Delivery]:
-        """Attach the event to each entry; entries whose event expired are dropped, loudly."""
+        """Attach their events to entries read or reclaimed outside :meth:`_lease`."""
+        if not entries:
+            return []
         event_ids = list(dict.fromkeys(fields[b"e"].decode() for _, fields in entries))
 
         async def load() -> list[Any]:
@@ -691,20 +747,26 @@ class RedisQueue:
         loaded = await self._call("loading events", load)
         events = {i: _event_from_fields(i, values) for i, values in zip(event_ids, loaded,
                                                                         strict=True)}
+        return await self._assemble(
+            [(entry_id, fields[b"e"].decode(), fields[b"p"].decode(), int(fields[b"a"]),
+              _text(fields.get(b"o"))) for entry_id, fields in entries], events)
+
+    async def _assemble(self, found: Sequence[tuple[bytes, str, str, int, str | None]],
+                        events: Mapping[str, Event | None]) -> list[Delivery]:
+        """Leased entries (entry id, event id, endpoint, attempt, ordering key) as
+        deliveries; entries whose event expired are dropped, loudly."""
         deliveries: list[Delivery] = []
         lost: list[bytes] = []
-        for entry_id, fields in entries:
-            event_id, endpoint = fields[b"e"].decode(), fields[b"p"].decode()
-            event = events[event_id]
+        for entry_id, event_id, endpoint, attempt, okey in found:
+            event = events.get(event_id)
             if event is None:
                 log.error("event %s expired before its delivery to %s; dropping the delivery "
                           "(raise the queue retention)", event_id, endpoint)
                 lost.append(entry_id)
                 continue
             deliveries.append(Delivery(id=delivery_id(event_id, endpoint), event=event,
-                                       endpoint=endpoint, attempt=int(fields[b"a"]),
-                                       token=entry_id.decode(),
-                                       ordering_key=_text(fields.get(b"o"))))
+                                       endpoint=endpoint, attempt=attempt,
+                                       token=entry_id.decode(), ordering_key=okey))
         if lost:
             async def drop() -> None:
                 async with self._redis.pipeline(transaction=True) as pipe:
@@ -731,12 +793,44 @@ class RedisQueue:
                 _order_field(delivery.endpoint, delivery.ordering_key))
 
     async def complete(self, delivery: Delivery, attempt: Attempt) -> None:
-        order_keys, order_field = self._order_keys(delivery)
-        keys = [self.keys.stream, self.keys.attempts(delivery.event.id), *order_keys]
-        args = [*self._lease_args(delivery), _attempt_json(attempt), self._ttl(0.0)]
-        if order_field:
-            args.append(order_field)
-        await self._call("completing a delivery", lambda: self._script(_COMPLETE, keys, args))
+        """Log the attempt and drop the delivery (only the attempt if the lease was lost).
+
+        Completions made in the same loop iteration are written by one script call (one
+        command to encode and parse instead of one per delivery)."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._completions.append((delivery, attempt, done))
+        if len(self._completions) == 1:
+            loop.call_soon(self._start_completions)
+        await done
+
+    def _start_completions(self) -> None:
+        group, self._completions = self._completions, []
+        task = asyncio.create_task(self._complete_all(group))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _complete_all(self, group: list[tuple[Delivery, Attempt, asyncio.Future[None]]]
+                            ) -> None:
+        keys = [self.keys.stream, self.keys.order_busy, self.keys.order_waiting]
+        args: list[Any] = [CONSUMER_GROUP, self.consumer, self._ttl(0.0)]
+        for delivery, attempt, _ in group:
+            keys.append(self.keys.attempts(delivery.event.id))
+            order_keys, order_field = self._order_keys(delivery)
+            keys += order_keys[2:]  # its wait list; busy and waiting are shared
+            args += [delivery.token, _attempt_json(attempt), order_field]
+        error: BaseException | None = None
+        try:
+            await self._call("completing deliveries",
+                             lambda: self._script(_COMPLETE_ALL, keys, args))
+        except Exception as e:
+            error = e
+        for _, _, done in group:
+            if not done.done():  # a caller cancelled meanwhile: written all the same
+                if error is None:
+                    done.set_result(None)
+                else:
+                    done.set_exception(error)
 
     async def _delay(self, what: str, delivery: Delivery, attempt: Attempt | None, due: float,
                      number: int) -> None:

@@ -344,6 +344,24 @@ async def test_ordered_deliveries_go_out_one_at_a_time_per_key(queue: Queue) -> 
     assert await queue.fetch(10, wait=0.1) == []  # y is still held by evt_2
 
 
+async def test_completions_made_together_each_count(queue: Queue) -> None:
+    """Both backends write completions made in the same moment together: a fan-out event,
+    ordered heads and unordered deliveries finished at once must each take effect."""
+    for n in range(1, 5):  # A ordered by keys x y x y, B unordered
+        await queue.enqueue(event(n), [A, B], ordering_keys={A: "xy"[(n - 1) % 2]})
+    first = await take(queue, 6)
+    await asyncio.gather(*(queue.complete(d, outcome(d)) for d in first))
+    second = await take(queue, 2)  # the heads' successors, released by the completions
+    assert sorted((d.event.id, d.ordering_key) for d in second) == [("evt_3", "x"),
+                                                                      ("evt_4", "y")]
+    await asyncio.gather(*(queue.complete(d, outcome(d)) for d in second))
+    assert await queue.depth() == Depth(ready=0, delayed=0, dead=0, leased=0)
+    for n in range(1, 5):
+        record = await queue.event(f"evt_{n}")
+        assert record is not None
+        assert sorted(a.endpoint for a in record.attempts) == [A, B]
+
+
 async def test_a_failing_head_holds_back_only_its_own_key(backend: Backend, queue: Queue) -> None:
     await queue.enqueue(event(1), [A], ordering_keys={A: "k1"})
     await queue.enqueue(event(2), [A], ordering_keys={A: "k1"})

@@ -156,6 +156,22 @@ async def test_dead_letters_stay_replayable_after_their_event_expired(
         assert record is not None and record.endpoints == (A, B)
 
 
+async def test_a_delivery_whose_event_expired_is_dropped_not_handed_out(
+        redis_url: str, opened: Opener) -> None:
+    keys = Keys(GATEWAY)
+    async with opened() as q:
+        await q.enqueue(event(1), [A, B])
+        await q.enqueue(event(2), [A])
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            await client.delete(keys.event("evt_1"))  # as if its TTL ran out
+            got = await q.fetch(10, wait=1)
+            assert [(d.event.id, d.endpoint) for d in got] == [("evt_2", A)]
+            assert await client.xlen(keys.stream) == 1  # evt_1's entries are gone for good
+        finally:
+            await client.aclose()
+
+
 async def test_gateways_do_not_see_each_others_deliveries(redis_url: str) -> None:
     shop = RedisQueue(redis_url, gateway="shop/default")
     billing = RedisQueue(redis_url, gateway="billing/default")
