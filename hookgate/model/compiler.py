@@ -116,6 +116,9 @@ def compile_config(resources: Iterable[Resource], gateway: str,
     endpoints: dict[str, EndpointConfig] = {}
     keys: dict[str, tuple[str, ...]] = {}
     auth: dict[str, EndpointAuth] = {}
+    # Equal signing secrets, retry schedules and circuit breakers become one object each:
+    # thousands of endpoints usually share a few, and the config lives as long as the process.
+    shared: dict[object, Any] = {}
     for ep in (r for r in items if isinstance(r, Endpoint) and _belongs(r, gateway)):
         secret = _signing_secret(ep, secrets, generated_secrets, problems)
         if secret is None:
@@ -126,24 +129,28 @@ def compile_config(resources: Iterable[Resource], gateway: str,
         credentials, ok = _endpoint_auth(ep, secrets, problems)
         if not ok:
             continue
+        key = ep.meta.key
         if credentials is not None:
-            auth[ep.meta.key] = credentials
+            auth[key] = credentials
         disable = _duration(ep.spec.get("autoDisableAfter"))
         if disable is None:
             disable = default_disable if default_disable is not None \
                 else DEFAULT_AUTO_DISABLE_AFTER
-        keys[ep.meta.key] = secret
-        endpoints[ep.meta.key] = EndpointConfig(
-            key=ep.meta.key,
+        keys[key] = shared.setdefault(secret, secret)
+        endpoints[key] = EndpointConfig(
+            key=key,
             url=ep.url,
             timeout=ep.timeout or default_timeout or DEFAULT_TIMEOUT,
-            retry_schedule=ep.retry_schedule or default_schedule or DEFAULT_RETRY_SCHEDULE,
+            # parsed schedules are all floats, so equal ones are interchangeable
+            retry_schedule=(ep.retry_schedule and shared.setdefault(ep.retry_schedule,
+                                                                    ep.retry_schedule))
+            or default_schedule or DEFAULT_RETRY_SCHEDULE,
             headers=dict(ep.headers),
             rate_limit=RateLimitConfig(ep.rate_limit.per_second, ep.rate_limit.burst)
             if ep.rate_limit else None,
             max_in_flight=ep.max_in_flight,
             paused=ep.paused,
-            circuit_breaker=policies[0],
+            circuit_breaker=shared.setdefault(policies[0], policies[0]),
             ordering_key=policies[1],
             auto_disable_after=disable or None,  # 0s turns it off
         )
@@ -171,7 +178,7 @@ def compile_config(resources: Iterable[Resource], gateway: str,
                          "are type, data, source, id and time"))
                 continue
         subs.append(SubscriptionConfig(
-            key=sub.meta.key, endpoint=target, event_types=sub.event_types,
+            key=sub.meta.key, endpoint=endpoints[target].key, event_types=sub.event_types,
             filter=sub.filter, source=f"{namespace}/{sub.source}" if sub.source else None))
 
     operations = None

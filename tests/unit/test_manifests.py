@@ -125,3 +125,15 @@ def test_field_lines_map_every_path_and_share_one_index_per_shape(tmp_path: Path
     assert second["spec.url"] == 27 and "spec.nope" not in second
     assert docs[3].location.line_of("spec.retry.schedule[2]") == 31
     assert first._index is second._index  # type: ignore[attr-defined]
+
+
+def test_endpoints_with_equal_settings_share_one_object_of_each(tmp_path: Path) -> None:
+    second = ENDPOINT.split("---\n")[0].replace("name: acme}", "name: acme2}", 1)
+    resources, _ = load_paths([write(tmp_path, "a.yaml", ENDPOINT + "---\n" + second)])
+    compiled = compile_config(resources, "default/default")
+    one, two = (compiled.config.endpoints[k] for k in ("default/acme", "default/acme2"))
+    assert one.retry_schedule == (0, 5, 90) and one.retry_schedule is two.retry_schedule
+    assert one.circuit_breaker is two.circuit_breaker
+    keys = compiled.signing_keys
+    assert keys["default/acme"] == (SECRET,) and keys["default/acme"] is keys["default/acme2"]
+    assert compiled.config.subscriptions[0].endpoint is one.key
