@@ -48,7 +48,7 @@ DEFAULT_RETRY_SCHEDULE: tuple[float, ...] = (
 DEFAULT_MAX_IN_FLIGHT = 64
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Location:
     """Where an object was read from, for messages: a file and line, or nothing (API)."""
 
@@ -65,7 +65,7 @@ class Location:
         return self.line
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Meta:
     kind: str
     namespace: str
@@ -85,19 +85,19 @@ class Meta:
                        file=self.location.file, line=self.location.line_of(field))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SecretKeyRef:
     name: str
     key: str = "secret"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RateLimit:
     per_second: float
     burst: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Gateway:
     meta: Meta
     spec: Mapping[str, Any]
@@ -106,7 +106,7 @@ class Gateway:
     allow_cidrs: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Endpoint:
     meta: Meta
     url: str
@@ -121,7 +121,7 @@ class Endpoint:
     spec: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Subscription:
     meta: Meta
     endpoint: str
@@ -130,13 +130,13 @@ class Subscription:
     source: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Source:
     meta: Meta
     spec: Mapping[str, Any]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Secret:
     meta: Meta
     data: Mapping[str, str]

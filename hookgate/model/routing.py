@@ -40,19 +40,19 @@ FORMAT_VERSION = 1
 SigningKeys = Mapping[str, tuple[str, ...]]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RateLimitConfig:
     per_second: float
     burst: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CircuitBreakerConfig:
     failure_threshold: int = 5  # consecutive failed attempts that open the circuit
     cooldown: float = 30.0  # seconds the circuit stays open before one trial delivery
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EndpointConfig:
     key: str
     url: str
@@ -68,7 +68,7 @@ class EndpointConfig:
     auto_disable_after: float | None = None  # seconds of continuous failure before pausing
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SubscriptionConfig:
     key: str
     endpoint: str
@@ -77,7 +77,7 @@ class SubscriptionConfig:
     source: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BrokerConfig:
     """A message broker a source consumes, instead of serving an HTTP path.
 
@@ -90,7 +90,7 @@ class BrokerConfig:
     settings: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SourceConfig:
     """An inbound source: an HTTP path where senders post and how their requests are
     verified, or (``broker`` set, ``path`` empty) a message broker the gateway consumes.
@@ -116,7 +116,7 @@ class SourceConfig:
     idempotency_field: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RoutingConfig:
     gateway: str
     endpoints: Mapping[str, EndpointConfig] = field(default_factory=dict)
@@ -280,7 +280,7 @@ class Router:
         return Route(endpoints=tuple(seen), ordering_keys=keys, errors=tuple(errors))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Route:
     """Where one event goes: see :meth:`Router.route`."""
 
