@@ -25,6 +25,7 @@ timeout, longer than any endpoint timeout) expires: that is the at-least-once gu
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -160,6 +161,12 @@ class Queue(Protocol):
 
     async def complete(self, delivery: Delivery, attempt: Attempt) -> None:
         """The delivery succeeded: log the attempt and forget the delivery."""
+        ...
+
+    def complete_soon(self, delivery: Delivery, attempt: Attempt) -> asyncio.Future[None]:
+        """Start :meth:`complete` and return at once; the future resolves once it is
+        recorded (or fails with :class:`QueueUnavailable`). Completions started together
+        are written together."""
         ...
 
     async def retry(self, delivery: Delivery, attempt: Attempt, due: float) -> None:

@@ -797,12 +797,15 @@ class RedisQueue:
 
         Completions made in the same loop iteration are written by one script call (one
         command to encode and parse instead of one per delivery)."""
+        await self.complete_soon(delivery, attempt)
+
+    def complete_soon(self, delivery: Delivery, attempt: Attempt) -> asyncio.Future[None]:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         self._completions.append((delivery, attempt, done))
         if len(self._completions) == 1:
             loop.call_soon(self._start_completions)
-        await done
+        return done
 
     def _start_completions(self) -> None:
         group, self._completions = self._completions, []

@@ -203,7 +203,9 @@ class SQLiteQueue:
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
-        self._pending: collections.deque[tuple[_Op, asyncio.Future[Any]]] = collections.deque()
+        # queued calls: the operation, its future, and whether its commit must be fsynced
+        self._pending: collections.deque[tuple[_Op, asyncio.Future[Any], bool]] = (
+            collections.deque())
         self._draining = False  # a drain of _pending is submitted to the queue thread
         # completions not yet taken by the queue thread, and the future they all wait on;
         # the lock orders "append to the group" (loop) and "take the group" (thread)
@@ -309,12 +311,17 @@ class SQLiteQueue:
 
     # -- the queue thread -----------------------------------------------------------------
 
-    def _submit(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
-        """Queue ``op`` for the queue thread's next group transaction; its future."""
+    def _submit(self, op: Callable[[sqlite3.Connection], T], *,
+                durable: bool = True) -> asyncio.Future[T]:
+        """Queue ``op`` for the queue thread's next group transaction; its future.
+
+        Calls that need no fsync (``durable=False``: leases, which a crash undoes anyway
+        because a restart hands every lease back) run first, in a transaction of their own
+        committed without one, so a fetch does not wait for the disk."""
         if self._closed or self._executor is None:
             raise QueueUnavailable(f"SQLite queue {self.path} is closed; open it first")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append((op, future))
+        self._pending.append((op, future, durable))
         if not self._draining:  # one submission per burst of calls, not one per call
             self._draining = True
             self._executor.submit(self._drain_all)
@@ -338,19 +345,32 @@ class SQLiteQueue:
             self._draining = True
 
     def _drain(self) -> None:
-        """Run every queued call in one transaction (on the queue thread)."""
-        batch: list[tuple[_Op, asyncio.Future[Any]]] = []
+        """Run every queued call: those that need no fsync in one transaction committed
+        without it, then the others in one transaction (on the queue thread)."""
+        batch: list[tuple[_Op, asyncio.Future[Any], bool]] = []
         while self._pending and len(batch) < _MAX_BATCH:
             batch.append(self._pending.popleft())
-        if not batch:
+        light = [(op, future) for op, future, durable in batch if not durable]
+        if light:
+            self._transaction(light, synchronous="NORMAL")
+        self._transaction([(op, future) for op, future, durable in batch if durable])
+
+    def _transaction(self, calls: list[tuple[_Op, asyncio.Future[Any]]], *,
+                     synchronous: str | None = None) -> None:
+        """Run ``calls`` in one transaction, each in its own savepoint, and settle their
+        futures; ``synchronous`` overrides the connection's setting for this commit
+        (WAL with NORMAL: no fsync at commit, still safe from corruption)."""
+        if not calls:
             return
         conn = self._conn
         outcomes: list[tuple[bool, Any]] = []
         try:
             if conn is None:
                 raise sqlite3.OperationalError("the queue is closed")
+            if synchronous is not None:
+                conn.execute(f"PRAGMA synchronous={synchronous}")
             conn.execute("BEGIN IMMEDIATE")
-            for op, _ in batch:
+            for op, _ in calls:
                 conn.execute("SAVEPOINT op")
                 try:
                     result = op(conn)
@@ -368,10 +388,14 @@ class SQLiteQueue:
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     log.exception("rollback of %s failed", self.path)
-            outcomes = [(False, e)] * len(batch)
+            outcomes = [(False, e)] * len(calls)
+        finally:
+            if synchronous is not None and conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute(f"PRAGMA synchronous={self._synchronous}")
         # One wake-up of each event loop per transaction, not one per call.
         settled: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
-        for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+        for (_, future), (ok, value) in zip(calls, outcomes, strict=True):
             if not ok and _is_outage(value):
                 value = self._unavailable("a statement", value)
             settled.setdefault(future.get_loop(), []).append((future, ok, value))
@@ -437,7 +461,8 @@ class SQLiteQueue:
         deadline = time.monotonic() + max(0.0, wait)
         while True:
             changed = self._changed
-            deliveries, next_at = await self._run(lambda conn: self._lease(conn, limit))
+            deliveries, next_at = await self._submit(lambda conn: self._lease(conn, limit),
+                                                     durable=False)
             if deliveries:
                 return deliveries
             remaining = deadline - time.monotonic()
@@ -453,15 +478,17 @@ class SQLiteQueue:
 
     def _lease(self, conn: sqlite3.Connection, limit: int
                ) -> tuple[list[Delivery], float | None]:
+        """Lease up to ``limit`` available deliveries (on the queue thread).
+
+        Every statement here yields ONE row, whatever the batch size: the sqlite3 module
+        hands the GIL back and forth around each row it steps through, and under load each
+        handover waits for the event loop, so a row per delivery made fetches slow."""
         now = self._clock()
-        rows = conn.execute(
-            "UPDATE deliveries SET state = 'leased', avail_at = :until, token = :token || seq "
-            f"WHERE seq IN (SELECT seq FROM deliveries d WHERE {_AVAILABLE} "
-            "              ORDER BY avail_at, seq LIMIT :limit) "
-            "RETURNING seq, id, event_id, endpoint, attempt, token, okey",
-            {"until": now + self.visibility_timeout, "token": secrets.token_hex(6) + ".",
-             "now": now, "limit": limit}).fetchall()
-        if not rows:
+        (picked,) = conn.execute(
+            "SELECT json_group_array(seq) FROM (SELECT seq FROM deliveries d "
+            f"WHERE {_AVAILABLE} ORDER BY avail_at, seq LIMIT :limit)",
+            {"now": now, "limit": limit}).fetchone()
+        if picked == "[]":
             # Ordered deliveries behind an unfinished head are not due: the head's
             # completion wakes the fetchers.
             next_at = conn.execute(
@@ -469,32 +496,60 @@ class SQLiteQueue:
                 "SELECT 1 FROM deliveries p WHERE p.endpoint = d.endpoint AND p.okey = d.okey "
                 "AND p.seq < d.seq)").fetchone()[0]
             return [], next_at
-        rows.sort()
-        event_ids = sorted({row[2] for row in rows})
-        marks = ", ".join("?" * len(event_ids))
-        events = {row[0]: _event_from_row(row) for row in conn.execute(
-            f"SELECT {_EVENT_COLUMNS} FROM events WHERE id IN ({marks})", event_ids)}
-        deliveries = [Delivery(id=row[1], event=events[row[2]], endpoint=row[3],
-                               attempt=row[4], token=row[5], ordering_key=row[6])
-                      for row in rows]
+        conn.execute(
+            "UPDATE deliveries SET state = 'leased', avail_at = :until, token = :token || seq "
+            "WHERE seq IN (SELECT value FROM json_each(:picked))",
+            {"until": now + self.visibility_timeout, "token": secrets.token_hex(6) + ".",
+             "picked": picked})
+        # Bodies travel as hex: a JSON text cannot hold arbitrary bytes.
+        (text,) = conn.execute(
+            "SELECT json_group_array(json_array(d.seq, d.id, d.endpoint, d.attempt, d.token, "
+            "d.okey, e.id, e.type, hex(e.body), e.accepted_at, e.source, e.idempotency_key, "
+            "e.headers)) FROM deliveries d JOIN events e ON e.id = d.event_id "
+            "WHERE d.seq IN (SELECT value FROM json_each(?))", (picked,)).fetchone()
+        rows = sorted(json.loads(text))
+        events: dict[str, Event] = {}
+        deliveries = []
+        for _, did, endpoint, attempt, token, okey, eid, *fields in rows:
+            event = events.get(eid)
+            if event is None:
+                etype, body, accepted_at, source, key, headers = fields
+                event = events[eid] = Event(
+                    id=eid, type=etype, body=bytes.fromhex(body), accepted_at=accepted_at,
+                    source=source, idempotency_key=key, headers=_headers(headers))
+            deliveries.append(Delivery(id=did, event=event, endpoint=endpoint, attempt=attempt,
+                                       token=token, ordering_key=okey))
         return deliveries, None
 
     async def complete(self, delivery: Delivery, attempt: Attempt) -> None:
-        """Log the attempt and drop the delivery (a no-op if its lease passed to another).
+        """Log the attempt and drop the delivery (a no-op if its lease passed to another)."""
+        await self.complete_soon(delivery, attempt)
 
-        Joins the completions not yet taken by the queue thread: they are written together,
-        as one call, and each caller learns the outcome of that call."""
+    def complete_soon(self, delivery: Delivery, attempt: Attempt) -> asyncio.Future[None]:
+        """Join the completions not yet taken by the queue thread: they are written
+        together, as one call, and each caller learns the outcome of that call."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         with self._completions_lock:
             if self._completions is None:
                 group: list[tuple[Delivery, Attempt, asyncio.Future[None]]] = []
                 written = self._submit(lambda conn: self._complete_all(conn, group))
-                written.add_done_callback(functools.partial(_fan_out, group))
+                written.add_done_callback(functools.partial(self._fan_out, group))
                 self._completions = group
             self._completions.append((delivery, attempt, done))
-        await done
-        if delivery.ordering_key is not None:
-            self._wake()  # the next delivery with this key may go
+        return done
+
+    def _fan_out(self, group: list[tuple[Delivery, Attempt, asyncio.Future[None]]],
+                 written: asyncio.Future[None]) -> None:
+        """Tell each caller of a group of completions how writing the group went."""
+        error = written.exception()
+        for _, _, done in group:
+            if not done.done():  # a caller cancelled meanwhile: the write happened all the same
+                if error is None:
+                    done.set_result(None)
+                else:
+                    done.set_exception(error)
+        if error is None and any(d.ordering_key is not None for d, _, _ in group):
+            self._wake()  # the next delivery of these ordered sequences may go
 
     def _complete_all(self, conn: sqlite3.Connection,
                       group: list[tuple[Delivery, Attempt, asyncio.Future[None]]]) -> None:
@@ -502,25 +557,26 @@ class SQLiteQueue:
         with self._completions_lock:
             if self._completions is group:
                 self._completions = None
-        conn.executemany(
+        # One JSON parameter and three single-row statements for the whole group (see
+        # _lease for why rows are expensive on this thread).
+        items = json.dumps([[d.id, d.token, *_attempt_row(d.event.id, a)] for d, a, _ in group])
+        columns = ", ".join(f"json_extract(value, '$[{n}]')" for n in range(2, 10))
+        conn.execute(
             "INSERT INTO attempts (event_id, endpoint, attempt, at, duration, status, error, "
-            "outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [_attempt_row(d.event.id, a) for d, a, _ in group])
+            f"outcome) SELECT {columns} FROM json_each(?) ORDER BY key", (items,))
         # A lease's token is "<random>.<seq>", so it can only ever belong to its own row:
         # "id IN ids AND token IN tokens" matches exactly the (id, token) pairs, and unlike a
         # row-value IN it is looked up through the id index.
-        for start in range(0, len(group), _MAX_BATCH):
-            part = group[start:start + _MAX_BATCH]
-            marks = ", ".join("?" * len(part))
-            taken = collections.Counter(row[0] for row in conn.execute(
-                f"DELETE FROM deliveries WHERE id IN ({marks}) AND token IN ({marks}) "
-                "AND state = 'leased' RETURNING event_id",
-                [d.id for d, _, _ in part] + [d.token for d, _, _ in part]))
-            now = self._clock()
-            conn.executemany(
-                "UPDATE events SET pending = pending - ?, "
-                "finished_at = CASE WHEN pending <= ? THEN ? ELSE finished_at END WHERE id = ?",
-                [(n, n, now, event_id) for event_id, n in taken.items()])
+        held = ("FROM deliveries "
+                "WHERE id IN (SELECT json_extract(value, '$[0]') FROM json_each(:items)) "
+                "AND token IN (SELECT json_extract(value, '$[1]') FROM json_each(:items)) "
+                "AND state = 'leased'")
+        conn.execute(
+            "UPDATE events SET pending = pending - c.n, "
+            "finished_at = CASE WHEN pending <= c.n THEN :now ELSE finished_at END "
+            f"FROM (SELECT event_id, COUNT(*) AS n {held} GROUP BY event_id) AS c "
+            "WHERE events.id = c.event_id", {"items": items, "now": self._clock()})
+        conn.execute(f"DELETE {held}", {"items": items})
 
     async def retry(self, delivery: Delivery, attempt: Attempt, due: float) -> None:
         def op(conn: sqlite3.Connection) -> None:
@@ -729,18 +785,6 @@ class SQLiteQueue:
             total += dropped
             if dropped == 0:
                 return total
-
-
-def _fan_out(group: list[tuple[Delivery, Attempt, asyncio.Future[None]]],
-             written: asyncio.Future[None]) -> None:
-    """Tell each caller of a group of completions how writing the group went."""
-    error = written.exception()
-    for _, _, done in group:
-        if not done.done():  # a caller cancelled meanwhile: the write happened all the same
-            if error is None:
-                done.set_result(None)
-            else:
-                done.set_exception(error)
 
 
 def _settle_all(results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:

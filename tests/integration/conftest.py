@@ -17,6 +17,7 @@ from hookgate.deliverer.gateway import Gateway, GatewaySettings
 from hookgate.deliverer.network_guard import LOOPBACK_CIDRS
 from hookgate.deliverer.queue import open_queue
 from tests.receiver import Recorder
+from tests.waiting import eventually
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
@@ -75,6 +76,18 @@ class Running:
 
                 return resp.status, json.loads(body)
             return resp.status, body.decode()
+
+
+    async def attempts(self, event_id: str, count: int) -> list[dict[str, Any]]:
+        """The event's attempt log once it holds ``count`` attempts: a success is written by
+        the queue just after the receiver answered, so the log may lag the receiver."""
+
+        async def logged() -> list[dict[str, Any]]:
+            status, doc = await self.get(f"/v1/events/{event_id}")
+            found: list[dict[str, Any]] = doc["attempts"] if status == 200 else []
+            return found if len(found) >= count else []
+
+        return await eventually(logged, what=f"{count} attempts of {event_id} in the log")
 
 
 StartGateway = Callable[..., Awaitable[Running]]

@@ -47,6 +47,7 @@ async def test_send_events_show_and_dlq_replay(start_gateway: StartGateway,
     assert replayed.stdout.strip() == "requeued 1 deliveries"
     got = await receiver.wait_for(lambda r: len(r) == 2)
     assert got[1].status == 204 and got[1].webhook_id == event_id
+    await gw.attempts(event_id, 2)  # the success is logged just after the receiver got it
     as_json = await hookgate("events", "show", event_id, "--url", gw.url, "--output", "json")
     assert [a["outcome"] for a in json.loads(as_json.stdout)["attempts"]] == ["dead", "success"]
 
