@@ -171,6 +171,24 @@ def _headers(raw: str | None) -> tuple[tuple[str, str], ...]:
     return tuple((str(k), str(v)) for k, v in json.loads(raw)) if raw else ()
 
 
+def _leased(text: str) -> list[Delivery]:
+    """The deliveries of a lease: rows of JSON from :meth:`SQLiteQueue._lease`, one per
+    delivery (seq, id, endpoint, attempt, token, ordering key, then its event's columns,
+    the body as hex), in queue order."""
+    events: dict[str, Event] = {}
+    deliveries = []
+    for _, did, endpoint, attempt, token, okey, eid, *fields in sorted(json.loads(text)):
+        event = events.get(eid)
+        if event is None:
+            etype, body, accepted_at, source, key, headers = fields
+            event = events[eid] = Event(
+                id=eid, type=etype, body=bytes.fromhex(body), accepted_at=accepted_at,
+                source=source, idempotency_key=key, headers=_headers(headers))
+        deliveries.append(Delivery(id=did, event=event, endpoint=endpoint, attempt=attempt,
+                                   token=token, ordering_key=okey))
+    return deliveries
+
+
 def _attempt_row(event_id: str, attempt: Attempt) -> tuple[Any, ...]:
     return (event_id, attempt.endpoint, attempt.attempt, attempt.at, attempt.duration,
             attempt.status, attempt.error, attempt.outcome)
@@ -209,7 +227,7 @@ class SQLiteQueue:
         self._draining = False  # a drain of _pending is submitted to the queue thread
         # completions not yet taken by the queue thread, and the future they all wait on;
         # the lock orders "append to the group" (loop) and "take the group" (thread)
-        self._completions: list[tuple[Delivery, Attempt, asyncio.Future[None]]] | None = None
+        self._completions: _Completions | None = None
         self._completions_lock = threading.Lock()
         self._changed = asyncio.Event()
         self._closed = True
@@ -452,19 +470,16 @@ class SQLiteQueue:
         return result
 
     async def fetch(self, limit: int, wait: float) -> list[Delivery]:
-        """Lease up to ``limit`` of the oldest available deliveries in one UPDATE ... RETURNING.
-
-        Deliveries within one batch come in queue order.
-        """
+        """Lease up to ``limit`` of the oldest available deliveries, in queue order."""
         if limit <= 0:
             return []
         deadline = time.monotonic() + max(0.0, wait)
         while True:
             changed = self._changed
-            deliveries, next_at = await self._submit(lambda conn: self._lease(conn, limit),
-                                                     durable=False)
-            if deliveries:
-                return deliveries
+            leased, next_at = await self._submit(lambda conn: self._lease(conn, limit),
+                                                 durable=False)
+            if leased is not None:
+                return _leased(leased)
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self._closed:
                 return []
@@ -476,13 +491,13 @@ class SQLiteQueue:
             if self._closed:  # closed while waiting: an empty hand, not an error
                 return []
 
-    def _lease(self, conn: sqlite3.Connection, limit: int
-               ) -> tuple[list[Delivery], float | None]:
-        """Lease up to ``limit`` available deliveries (on the queue thread).
+    def _lease(self, conn: sqlite3.Connection, limit: int) -> tuple[str | None, float | None]:
+        """Lease up to ``limit`` available deliveries (on the queue thread): the leased rows
+        as one JSON text (see :func:`_leased`), or None and when to look again.
 
-        Every statement here yields ONE row, whatever the batch size: the sqlite3 module
-        hands the GIL back and forth around each row it steps through, and under load each
-        handover waits for the event loop, so a row per delivery made fetches slow."""
+        Every statement here yields ONE row, whatever the batch size, and the rows are
+        parsed on the event loop: the sqlite3 module hands the GIL back and forth around each
+        row it steps through, and under load each handover waits for the busy event loop."""
         now = self._clock()
         (picked,) = conn.execute(
             "SELECT json_group_array(seq) FROM (SELECT seq FROM deliveries d "
@@ -495,7 +510,7 @@ class SQLiteQueue:
                 "SELECT MIN(avail_at) FROM deliveries d WHERE d.okey IS NULL OR NOT EXISTS ("
                 "SELECT 1 FROM deliveries p WHERE p.endpoint = d.endpoint AND p.okey = d.okey "
                 "AND p.seq < d.seq)").fetchone()[0]
-            return [], next_at
+            return None, next_at
         conn.execute(
             "UPDATE deliveries SET state = 'leased', avail_at = :until, token = :token || seq "
             "WHERE seq IN (SELECT value FROM json_each(:picked))",
@@ -507,19 +522,7 @@ class SQLiteQueue:
             "d.okey, e.id, e.type, hex(e.body), e.accepted_at, e.source, e.idempotency_key, "
             "e.headers)) FROM deliveries d JOIN events e ON e.id = d.event_id "
             "WHERE d.seq IN (SELECT value FROM json_each(?))", (picked,)).fetchone()
-        rows = sorted(json.loads(text))
-        events: dict[str, Event] = {}
-        deliveries = []
-        for _, did, endpoint, attempt, token, okey, eid, *fields in rows:
-            event = events.get(eid)
-            if event is None:
-                etype, body, accepted_at, source, key, headers = fields
-                event = events[eid] = Event(
-                    id=eid, type=etype, body=bytes.fromhex(body), accepted_at=accepted_at,
-                    source=source, idempotency_key=key, headers=_headers(headers))
-            deliveries.append(Delivery(id=did, event=event, endpoint=endpoint, attempt=attempt,
-                                       token=token, ordering_key=okey))
-        return deliveries, None
+        return str(text), None
 
     async def complete(self, delivery: Delivery, attempt: Attempt) -> None:
         """Log the attempt and drop the delivery (a no-op if its lease passed to another)."""
@@ -529,37 +532,28 @@ class SQLiteQueue:
         """Join the completions not yet taken by the queue thread: they are written
         together, as one call, and each caller learns the outcome of that call."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # serialised here, on the event loop: the queue thread only runs statements
+        row = json.dumps([delivery.id, delivery.token, *_attempt_row(delivery.event.id, attempt)])
         with self._completions_lock:
-            if self._completions is None:
-                group: list[tuple[Delivery, Attempt, asyncio.Future[None]]] = []
-                written = self._submit(lambda conn: self._complete_all(conn, group))
-                written.add_done_callback(functools.partial(self._fan_out, group))
-                self._completions = group
-            self._completions.append((delivery, attempt, done))
+            group = self._completions
+            if group is None:
+                group = self._completions = _Completions()
+                written = self._submit(functools.partial(self._complete_all, group=group))
+                written.add_done_callback(group.settle)
+                written.add_done_callback(lambda w: self._wake() if group.ordered else None)
+            group.rows.append(row)
+            group.waiters.append(done)
+            group.ordered = group.ordered or delivery.ordering_key is not None
         return done
 
-    def _fan_out(self, group: list[tuple[Delivery, Attempt, asyncio.Future[None]]],
-                 written: asyncio.Future[None]) -> None:
-        """Tell each caller of a group of completions how writing the group went."""
-        error = written.exception()
-        for _, _, done in group:
-            if not done.done():  # a caller cancelled meanwhile: the write happened all the same
-                if error is None:
-                    done.set_result(None)
-                else:
-                    done.set_exception(error)
-        if error is None and any(d.ordering_key is not None for d, _, _ in group):
-            self._wake()  # the next delivery of these ordered sequences may go
-
-    def _complete_all(self, conn: sqlite3.Connection,
-                      group: list[tuple[Delivery, Attempt, asyncio.Future[None]]]) -> None:
+    def _complete_all(self, conn: sqlite3.Connection, group: _Completions) -> None:
         """Write a group of completions (on the queue thread); later ones start a new group."""
         with self._completions_lock:
             if self._completions is group:
                 self._completions = None
         # One JSON parameter and three single-row statements for the whole group (see
         # _lease for why rows are expensive on this thread).
-        items = json.dumps([[d.id, d.token, *_attempt_row(d.event.id, a)] for d, a, _ in group])
+        items = "[" + ",".join(group.rows) + "]"
         columns = ", ".join(f"json_extract(value, '$[{n}]')" for n in range(2, 10))
         conn.execute(
             "INSERT INTO attempts (event_id, endpoint, attempt, at, duration, status, error, "
@@ -785,6 +779,27 @@ class SQLiteQueue:
             total += dropped
             if dropped == 0:
                 return total
+
+
+class _Completions:
+    """Completions made while the queue thread was busy: written by one call."""
+
+    __slots__ = ("ordered", "rows", "waiters")
+
+    def __init__(self) -> None:
+        self.rows: list[str] = []  # JSON [delivery id, token, *attempt row] of each
+        self.waiters: list[asyncio.Future[None]] = []
+        self.ordered = False  # one of them is ordered: its successor may go once written
+
+    def settle(self, written: asyncio.Future[None]) -> None:
+        """Tell each caller how writing the group went."""
+        error = written.exception()
+        for done in self.waiters:
+            if not done.done():  # a caller cancelled meanwhile: the write happened all the same
+                if error is None:
+                    done.set_result(None)
+                else:
+                    done.set_exception(error)
 
 
 def _settle_all(results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
