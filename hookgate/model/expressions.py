@@ -22,7 +22,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import cel
+from hookgate.model.cel_engine import cel
 
 __all__ = ["ExpressionError", "activation", "compile_expression", "evaluate",
            "evaluate_filter", "ordering_key"]

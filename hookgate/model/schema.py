@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cel
 import yaml
 
+from hookgate.model.cel_engine import cel
 from hookgate.model.durations import DURATION_PATTERN
 from hookgate.model.problems import Problem
 from hookgate.model.resources import API_GROUP, API_VERSION, KINDS

@@ -115,3 +115,17 @@ def test_filter_and_ordering_survive_the_json_round_trip() -> None:
     compiled = compile_config(resources("data.amount > 1", ordering="data.c"), "default/default")
     again = RoutingConfig.from_json(compiled.config.to_json())
     assert again == compiled.config
+
+
+def test_the_cel_command_line_is_not_loaded_with_the_evaluator() -> None:
+    """cel's package imports its CLI (prompt_toolkit, rich: 23 MiB, 0.3 s per process);
+    Hookgate's processes must not pay for it, and expressions must still evaluate."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from hookgate.model.expressions import compile_expression, evaluate; "
+             "print(evaluate(compile_expression('1 + 2'), {}), "
+             "'prompt_toolkit' in sys.modules, 'rich' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, timeout=60).stdout.split()
+    assert out == ["3", "False", "False"]
