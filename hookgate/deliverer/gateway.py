@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from hookgate.deliverer.web_inbound import add_inbound_routes
 from hookgate.deliverer.web_ingest import IngestSettings, add_ingest_routes
 from hookgate.model.bundle import GatewayConfig
 
-__all__ = ["Gateway", "GatewaySettings"]
+__all__ = ["Gateway", "GatewaySettings", "settle_heap"]
 
 log = logging.getLogger("hookgate.gateway")
 
@@ -95,6 +96,7 @@ class Gateway:
                              config.compiled.source_secrets)
             self.metrics.config_reloads.labels(self.metrics.gateway, "ok").inc()
             self.metrics.delivery.forget(set(config.compiled.config.endpoints))
+            settle_heap()
             log.info("config applied: %d endpoints, %d subscriptions",
                      len(config.compiled.config.endpoints),
                      len(config.compiled.config.subscriptions))
@@ -135,6 +137,7 @@ class Gateway:
         self._tasks = [asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
                        asyncio.create_task(self._purge_loop(), name="purge")]
         self.sources.start()
+        settle_heap()
         self.ready = True
         log.info("gateway %s listening on http://%s:%d", self.live.current.config.gateway,
                  self.settings.host, self.port)
@@ -164,3 +167,17 @@ class Gateway:
             except QueueUnavailable as exc:
                 log.warning("retention purge skipped: %s", exc)
             await asyncio.sleep(3600)
+
+
+def settle_heap() -> None:
+    """Tune the cyclic garbage collector for a process that keeps a large, steady heap.
+
+    In a delivery drain its passes took a tenth of the event loop's time (py-spy): the
+    default young-generation threshold (700 allocations) made it walk the hundreds of
+    deliveries in flight every few requests, and older passes walked the whole config.
+    What the gateway holds for good (modules, the routing config) is frozen out of its
+    generations, and young passes run every 50,000 allocations: almost everything a
+    delivery allocates is freed by reference counting long before that."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, *gc.get_threshold()[1:])

@@ -25,6 +25,7 @@ import aiohttp
 
 from hookgate.deliverer.client_sender import USER_AGENT
 from hookgate.deliverer.event import IngestRequest, build_event
+from hookgate.deliverer.gateway import settle_heap
 from hookgate.deliverer.network_guard import LOOPBACK_CIDRS, AddressPolicy, GuardedResolver
 
 EVENT_TYPE = "bench.event"
@@ -143,6 +144,8 @@ async def run_ceiling(url: str, count: int, concurrency: int, size: int, endpoin
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
 
+    # The gateway's runtime, garbage collector settings included (see gateway.settle_heap)
+    settle_heap()
     cpu0, t0 = cpu_seconds(), time.time()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     cpu1, t1 = cpu_seconds(), time.time()
