@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import secrets
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
@@ -33,6 +35,7 @@ __all__ = [
     "SigningKey",
     "generate_asymmetric_secret",
     "generate_secret",
+    "hmac_sha256",
     "public_key",
     "secret_key",
     "sign",
@@ -98,13 +101,38 @@ def _content(msg_id: str, timestamp: int, body: bytes) -> bytes:
     return b"%s.%d.%s" % (msg_id.encode(), timestamp, body)
 
 
+_BLOCK = 64  # SHA-256's block size
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+
+
+@functools.lru_cache(maxsize=16384)
+def _keyed(key: bytes) -> tuple[Any, Any]:
+    """HMAC-SHA256 (RFC 2104) prepared for ``key``: the inner and outer hashes after their
+    padded keys. Signing copies them instead of keying HMAC anew for every delivery, which
+    halves the cost of a signature (the gateway signs every attempt)."""
+    if len(key) > _BLOCK:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(_BLOCK, b"\0")
+    return hashlib.sha256(key.translate(_IPAD)), hashlib.sha256(key.translate(_OPAD))
+
+
+def hmac_sha256(key: bytes, content: bytes) -> bytes:
+    """``hmac.new(key, content, sha256).digest()``, with the keyed state cached per key."""
+    inner, outer = _keyed(key)
+    inner, outer = inner.copy(), outer.copy()
+    inner.update(content)
+    outer.update(inner.digest())
+    digest: bytes = outer.digest()
+    return digest
+
+
 def sign(key: SigningKey, msg_id: str, timestamp: int, body: bytes) -> str:
     """One ``v1,<base64>`` (HMAC) or ``v1a,<base64>`` (Ed25519) signature."""
     content = _content(msg_id, timestamp, body)
     if isinstance(key, Ed25519PrivateKey):
         return "v1a," + base64.b64encode(key.sign(content)).decode()
-    digest = hmac.new(key, content, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
+    return "v1," + base64.b64encode(hmac_sha256(key, content)).decode()
 
 
 def signature_header(keys: Iterable[SigningKey], msg_id: str, timestamp: int,

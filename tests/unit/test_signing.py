@@ -78,3 +78,18 @@ def test_our_verify_agrees_with_the_library_and_rejects_stale_timestamps() -> No
 def test_malformed_secrets_are_refused_with_a_reason(bad: str) -> None:
     with pytest.raises(ValueError, match="whsec_"):
         secret_key(bad)
+
+
+@pytest.mark.parametrize("size", [0, 1, 24, 32, 63, 64, 65, 200])
+def test_cached_hmac_is_hmac_sha256_for_every_key_length(size: int) -> None:
+    import hashlib
+    import hmac
+    import os
+
+    from hookgate.deliverer.signing import hmac_sha256
+
+    key, content = os.urandom(size), os.urandom(1500)
+    expected = hmac.new(key, content, hashlib.sha256).digest()
+    assert hmac_sha256(key, content) == expected
+    assert hmac_sha256(key, content) == expected  # the cached keyed state is not consumed
+    assert hmac_sha256(key, content[:-1]) == hmac.new(key, content[:-1], hashlib.sha256).digest()
