@@ -84,6 +84,9 @@ _WEEK = 7 * 86400.0
 _MAX_ATTEMPTS_LOGGED = 1000
 #: Due retries moved to the stream per fetch; bounds the time one script holds Redis.
 _PROMOTE_BATCH = 500
+#: Event bodies one lease reply carries at most; the rest of the batch's events are loaded
+#: in a second round trip, so a batch of large events does not become one huge reply.
+LEASE_BYTES = 8 * 1024 * 1024
 #: Dead letters replayed per script.
 _REPLAY_BATCH = 200
 #: Consumers with no pending entries and silent this long are removed from the group.
@@ -280,9 +283,11 @@ return {1, id}
 
 # Promote due retries, then lease new entries with their events: what one fetch needs, in one
 # round trip. KEYS stream, delayed; ARGV group, consumer, count, now, max promoted, event key
-# prefix. Returns {next due score or false, {entry id, event id, endpoint, attempt, ordering
-# key or false, event fields (false when already sent in this reply)}...}. The event keys
-# share the gateway's hash tag, so this stays within one Redis Cluster slot.
+# prefix, body bytes to send at most. Returns {next due score or false, {entry id, event id,
+# endpoint, attempt, ordering key or false, event fields or false}...}; fields are false when
+# the event was sent earlier in this reply, or when the byte budget is spent (the caller
+# loads those itself). The event keys share the gateway's hash tag, so this stays within
+# one Redis Cluster slot.
 _LEASE = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[4], 'LIMIT', 0, ARGV[5])
 for _, m in ipairs(due) do
@@ -300,14 +305,16 @@ local read = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3
                         'STREAMS', KEYS[1], '>')
 if read then
   local sent = {}
+  local budget = tonumber(ARGV[7])
   for _, entry in ipairs(read[1][2]) do
     local f = {}
     local kv = entry[2]
     for i = 1, #kv, 2 do f[kv[i]] = kv[i + 1] end
     local fields = false
-    if not sent[f['e']] then
+    if not sent[f['e']] and budget > 0 then
       sent[f['e']] = true
       fields = redis.call('HMGET', ARGV[6] .. f['e'], 't', 'b', 'at', 's', 'k', 'kh')
+      budget = budget - string.len(fields[2] or '')
     end
     table.insert(out, {entry[1], f['e'], f['p'], f['a'], f['o'] or false, fields})
   end
@@ -433,7 +440,8 @@ class RedisQueue:
     def __init__(self, url: str, *, gateway: str, visibility_timeout: float = 60.0,
                  retention: float = _WEEK, clock: Callable[[], float] = time.time,
                  timeout: float = 5.0, poll_interval: float = 0.5,
-                 max_connections: int = 64, consumer: str | None = None) -> None:
+                 max_connections: int = 64, consumer: str | None = None,
+                 lease_bytes: int = LEASE_BYTES) -> None:
         self.url = url
         self.keys = Keys(gateway)
         self.visibility_timeout = visibility_timeout
@@ -442,6 +450,7 @@ class RedisQueue:
         self.poll_interval = poll_interval
         self.max_connections = max_connections
         self.consumer = consumer or consumer_name()
+        self.lease_bytes = lease_bytes
         self._clock = clock
         self._reclaim_every = max(0.05, min(1.0, visibility_timeout / 4))
         self._next_reclaim = 0.0
@@ -682,7 +691,7 @@ class RedisQueue:
         the deliveries and the next due time of a delayed delivery, if any."""
         keys = [self.keys.stream, self.keys.delayed]
         args = [CONSUMER_GROUP, self.consumer, limit, repr(self._clock()), _PROMOTE_BATCH,
-                self.keys.event("")]
+                self.keys.event(""), self.lease_bytes]
         next_due, *rows = await self._call(
             "leasing deliveries", lambda: self._script(_LEASE, keys, args))
         events: dict[str, Event | None] = {}
@@ -692,6 +701,9 @@ class RedisQueue:
             if fields is not None:
                 events[eid] = _event_from_fields(eid, fields)
             found.append((entry_id, eid, endpoint.decode(), int(attempt), _text(okey)))
+        missing = [eid for _, eid, *_ in found if eid not in events]
+        if missing:  # past the reply's byte budget
+            events.update(await self._load_events(list(dict.fromkeys(missing))))
         deliveries = await self._assemble(found, events)
         return deliveries, float(next_due) if next_due is not None else None
 
@@ -737,7 +749,12 @@ class RedisQueue:
         if not entries:
             return []
         event_ids = list(dict.fromkeys(fields[b"e"].decode() for _, fields in entries))
+        events = await self._load_events(event_ids)
+        return await self._assemble(
+            [(entry_id, fields[b"e"].decode(), fields[b"p"].decode(), int(fields[b"a"]),
+              _text(fields.get(b"o"))) for entry_id, fields in entries], events)
 
+    async def _load_events(self, event_ids: Sequence[str]) -> dict[str, Event | None]:
         async def load() -> list[Any]:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for event_id in event_ids:
@@ -745,11 +762,8 @@ class RedisQueue:
                 return await pipe.execute()
 
         loaded = await self._call("loading events", load)
-        events = {i: _event_from_fields(i, values) for i, values in zip(event_ids, loaded,
-                                                                        strict=True)}
-        return await self._assemble(
-            [(entry_id, fields[b"e"].decode(), fields[b"p"].decode(), int(fields[b"a"]),
-              _text(fields.get(b"o"))) for entry_id, fields in entries], events)
+        return {i: _event_from_fields(i, values)
+                for i, values in zip(event_ids, loaded, strict=True)}
 
     async def _assemble(self, found: Sequence[tuple[bytes, str, str, int, str | None]],
                         events: Mapping[str, Event | None]) -> list[Delivery]:

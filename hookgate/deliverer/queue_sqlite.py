@@ -66,6 +66,9 @@ _Op = Callable[[sqlite3.Connection], Any]
 _MAX_BATCH = 256
 #: Rows removed per transaction by :meth:`SQLiteQueue.purge`, so purging never stalls delivery.
 _PURGE_CHUNK = 1000
+#: Event bodies one lease carries at most (always at least one delivery): bodies travel as
+#: hex inside JSON, so a batch of large events must not become hundreds of megabytes.
+LEASE_BYTES = 8 * 1024 * 1024
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 # ``avail_at`` is the one ordering column: when a ready row became ready, when a delayed row
@@ -171,6 +174,19 @@ def _headers(raw: str | None) -> tuple[tuple[str, str], ...]:
     return tuple((str(k), str(v)) for k, v in json.loads(raw)) if raw else ()
 
 
+def _within(candidates: list[list[int]], budget: int) -> list[int]:
+    """The seqs of ``[seq, body size]`` candidates, in order, while their bodies fit in
+    ``budget`` bytes; the first one always (a body larger than the budget still goes out)."""
+    picked: list[int] = []
+    total = 0
+    for seq, size in candidates:
+        total += size or 0
+        if picked and total > budget:
+            break
+        picked.append(seq)
+    return picked
+
+
 def _leased(text: str) -> list[Delivery]:
     """The deliveries of a lease: rows of JSON from :meth:`SQLiteQueue._lease`, one per
     delivery (seq, id, endpoint, attempt, token, ordering key, then its event's columns,
@@ -210,12 +226,13 @@ class SQLiteQueue:
 
     def __init__(self, path: str | os.PathLike[str], *, visibility_timeout: float = 60.0,
                  clock: Callable[[], float] = time.time, synchronous: str = "FULL",
-                 poll_interval: float = 1.0) -> None:
+                 poll_interval: float = 1.0, lease_bytes: int = LEASE_BYTES) -> None:
         if synchronous.upper() not in _SYNCHRONOUS:
             raise ValueError(f"synchronous={synchronous!r}; use one of {', '.join(_SYNCHRONOUS)}")
         self.path = Path(path)
         self.visibility_timeout = visibility_timeout
         self.poll_interval = poll_interval
+        self.lease_bytes = lease_bytes
         self._clock = clock
         self._synchronous = synchronous.upper()
         self._executor: ThreadPoolExecutor | None = None
@@ -499,10 +516,12 @@ class SQLiteQueue:
         parsed on the event loop: the sqlite3 module hands the GIL back and forth around each
         row it steps through, and under load each handover waits for the busy event loop."""
         now = self._clock()
-        (picked,) = conn.execute(
-            "SELECT json_group_array(seq) FROM (SELECT seq FROM deliveries d "
-            f"WHERE {_AVAILABLE} ORDER BY avail_at, seq LIMIT :limit)",
+        (candidates,) = conn.execute(
+            "SELECT json_group_array(json_array(seq, size)) FROM (SELECT d.seq, "
+            "(SELECT length(body) FROM events e WHERE e.id = d.event_id) AS size "
+            f"FROM deliveries d WHERE {_AVAILABLE} ORDER BY avail_at, seq LIMIT :limit)",
             {"now": now, "limit": limit}).fetchone()
+        picked = json.dumps(_within(json.loads(candidates), self.lease_bytes))
         if picked == "[]":
             # Ordered deliveries behind an unfinished head are not due: the head's
             # completion wakes the fetchers.

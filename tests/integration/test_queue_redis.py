@@ -172,6 +172,17 @@ async def test_a_delivery_whose_event_expired_is_dropped_not_handed_out(
             await client.aclose()
 
 
+async def test_a_lease_past_its_byte_budget_loads_the_other_events_itself(
+        opened: Opener) -> None:
+    async with opened(lease_bytes=2500) as q:
+        for n in range(1, 6):
+            await q.enqueue(Event(id=f"evt_{n}", type="t", body=b"%d" % n * 1000,
+                                  accepted_at=1.0), [A, B])
+        got = await q.fetch(100, wait=1)
+        assert len(got) == 10  # all leased at once; the bodies came in two round trips
+        assert all(d.event.body == d.event.id[-1].encode() * 1000 for d in got)
+
+
 async def test_gateways_do_not_see_each_others_deliveries(redis_url: str) -> None:
     shop = RedisQueue(redis_url, gateway="shop/default")
     billing = RedisQueue(redis_url, gateway="billing/default")

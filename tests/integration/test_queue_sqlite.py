@@ -219,3 +219,22 @@ async def test_closed_queue_and_unwritable_directory_are_unavailable(tmp_path: P
     blocker.write_text("not a directory")
     with pytest.raises(QueueUnavailable, match="--data-dir"):
         await SQLiteQueue(blocker / "queue.db").open()
+
+
+async def test_a_lease_carries_a_bounded_amount_of_event_bodies(tmp_path: Path) -> None:
+    """Bodies travel inside one JSON text per lease: large events are leased a few at a
+    time (at least one, even one larger than the budget), in queue order."""
+    q = SQLiteQueue(tmp_path / "queue.db", lease_bytes=2500)
+    await q.open()
+    try:
+        for n in range(1, 6):
+            big = Event(id=f"evt_{n}", type="t", body=b"x" * 1000, accepted_at=1.0)
+            await q.enqueue(big, [A])
+        await q.enqueue(Event(id="evt_6", type="t", body=b"y" * 5000, accepted_at=1.0), [A])
+        sizes = []
+        while got := await q.fetch(100, wait=0):
+            sizes.append([d.event.id for d in got])
+            assert all(len(d.event.body) in (1000, 5000) for d in got)
+        assert sizes == [["evt_1", "evt_2"], ["evt_3", "evt_4"], ["evt_5"], ["evt_6"]]
+    finally:
+        await q.close()
