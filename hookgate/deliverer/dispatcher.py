@@ -199,11 +199,6 @@ class Dispatcher:
         except QueueUnavailable as exc:
             log.error("operational event %s not sent: %s", event_type, exc)
 
-    @property
-    def busy(self) -> int:
-        """Deliveries being attempted now."""
-        return self._busy
-
     async def run(self) -> None:
         """Deliver until :meth:`stop`; survives the queue going away and coming back."""
         backoff = QUEUE_BACKOFF[0]

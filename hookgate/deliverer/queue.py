@@ -26,7 +26,7 @@ timeout, longer than any endpoint timeout) expires: that is the at-least-once gu
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -43,6 +43,7 @@ __all__ = [
     "QueueUnavailable",
     "delivery_id",
     "open_queue",
+    "settle",
 ]
 
 
@@ -226,6 +227,17 @@ class Queue(Protocol):
         ...
 
     async def paused_endpoints(self) -> dict[str, PausedEndpoint]: ...
+
+
+def settle(waiters: Iterable[asyncio.Future[None]], error: BaseException | None) -> None:
+    """Tell the callers of a write made for several of them how it went. A caller that was
+    cancelled meanwhile is skipped: the write happened (or failed) all the same."""
+    for done in waiters:
+        if not done.done():
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(error)
 
 
 #: Prefix of the event ids of broker messages kept as dead letters (never replayed).

@@ -68,6 +68,7 @@ from hookgate.deliverer.queue import (
     PausedEndpoint,
     QueueUnavailable,
     delivery_id,
+    settle,
 )
 from hookgate.deliverer.redis_keys import CONSUMER_GROUP, Keys
 
@@ -842,12 +843,7 @@ class RedisQueue:
                              lambda: self._script(_COMPLETE_ALL, keys, args))
         except Exception as e:
             error = e
-        for _, _, done in group:
-            if not done.done():  # a caller cancelled meanwhile: written all the same
-                if error is None:
-                    done.set_result(None)
-                else:
-                    done.set_exception(error)
+        settle((done for _, _, done in group), error)
 
     async def _delay(self, what: str, delivery: Delivery, attempt: Attempt | None, due: float,
                      number: int) -> None:

@@ -53,6 +53,7 @@ from hookgate.deliverer.queue import (
     PausedEndpoint,
     QueueUnavailable,
     delivery_id,
+    settle,
 )
 
 __all__ = ["SCHEMA", "SQLiteQueue", "lock_path"]
@@ -812,13 +813,7 @@ class _Completions:
 
     def settle(self, written: asyncio.Future[None]) -> None:
         """Tell each caller how writing the group went."""
-        error = written.exception()
-        for done in self.waiters:
-            if not done.done():  # a caller cancelled meanwhile: the write happened all the same
-                if error is None:
-                    done.set_result(None)
-                else:
-                    done.set_exception(error)
+        settle(self.waiters, written.exception())
 
 
 def _settle_all(results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
