@@ -99,7 +99,9 @@ class FileConfig:
             if stamp == self._stamp:
                 continue
             try:
-                loaded = self.load()
+                # In a thread: with thousands of manifests a load takes seconds, and on the
+                # event loop it would pause ingest and delivery for all of them.
+                loaded = await asyncio.to_thread(self.load)
             except ManifestError as exc:
                 self._stamp = stamp
                 log.error("config change in %s not applied; the previous config stays "
