@@ -48,9 +48,10 @@ test-integration: venv system-deps ## integration tests against real Redis and r
 test-e2e: venv system-deps ## tests against a real Kubernetes API server (built on first use)
 	$(BIN)/pytest -q tests/e2e
 
-lint: venv ## ruff and mypy (strict)
+lint: venv ## ruff, mypy (strict) and the import contracts (lint-imports)
 	$(BIN)/ruff check hookgate tests
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 check: lint test ## what CI runs
 

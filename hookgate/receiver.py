@@ -15,7 +15,7 @@ from typing import TextIO
 
 from aiohttp import web
 
-from hookgate.deliverer.signing import InvalidSignature, secret_key, verify
+from hookgate.signing import InvalidSignature, secret_key, verify
 
 __all__ = ["build_receiver_app"]
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from hookgate.deliverer.signing import SECRET_PREFIX
 from hookgate.model.compiler import compile_config
 from hookgate.model.manifests import load_paths
 from hookgate.model.problems import Problem
 from hookgate.model.resources import Endpoint, Gateway, Source, Subscription
+from hookgate.signing import SECRET_PREFIX
 
 __all__ = ["validate_paths"]
 

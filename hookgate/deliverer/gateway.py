@@ -12,20 +12,22 @@ import gc
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from hookgate.deliverer.client_sender import Sender
-from hookgate.deliverer.dispatcher import Dispatcher
-from hookgate.deliverer.live_config import LiveConfig
+from hookgate.deliverer.admin import add_admin_routes
+from hookgate.deliverer.config.live import LiveConfig, Snapshot
+from hookgate.deliverer.delivery.dispatcher import Dispatcher
+from hookgate.deliverer.delivery.sender import Sender
+from hookgate.deliverer.health import add_health_routes
+from hookgate.deliverer.intake.admission import DEFAULT_IDEMPOTENCY_TTL, Admission
+from hookgate.deliverer.intake.inbound import add_inbound_routes
+from hookgate.deliverer.intake.ingest import add_ingest_routes
+from hookgate.deliverer.intake.sources.runner import SourceRunner
 from hookgate.deliverer.metrics import Metrics
-from hookgate.deliverer.queue import Queue, QueueUnavailable
-from hookgate.deliverer.source_runner import SourceRunner
-from hookgate.deliverer.web_admin import add_admin_routes
-from hookgate.deliverer.web_inbound import add_inbound_routes
-from hookgate.deliverer.web_ingest import IngestSettings, add_ingest_routes
+from hookgate.deliverer.queues.base import Queue, QueueUnavailable
 from hookgate.model.bundle import GatewayConfig
 
 __all__ = ["Gateway", "GatewaySettings", "settle_heap"]
@@ -40,13 +42,15 @@ class GatewaySettings:
     concurrency: int = 256
     grace: float = 30.0  # seconds in-flight deliveries get to finish on SIGTERM
     retention: float = 7 * 24 * 3600  # how long the attempt log keeps finished events
-    ingest: IngestSettings = field(default_factory=IngestSettings)
+    idempotency_ttl: float = DEFAULT_IDEMPOTENCY_TTL
     # SSRF guard exceptions on top of the gateway's network.allowCIDRs (`hookgate run`
     # allows loopback, so a local receiver works)
     extra_allow_cidrs: tuple[str, ...] = ()
 
 
 class Gateway:
+    """Queue, config, HTTP API, broker consumers and dispatcher of one gateway process."""
+
     def __init__(self, queue: Queue, live: LiveConfig, settings: GatewaySettings, *,
                  clock: Callable[[], float] = time.time) -> None:
         self.queue = queue
@@ -54,58 +58,56 @@ class Gateway:
         self.settings = settings
         self.clock = clock
         self.metrics = Metrics(live.current.config.gateway)
-        self.sender = Sender(max_connections=settings.concurrency)
+        self.sender = Sender(max_connections=settings.concurrency,
+                             allow_cidrs=live.current.allow_cidrs)
         self.dispatcher = Dispatcher(queue, self.sender, live, self.metrics,
                                      concurrency=settings.concurrency, clock=clock)
+        self.admission = Admission(queue, live, self.metrics,
+                                   idempotency_ttl=settings.idempotency_ttl)
         # consumers of the config's broker sources, started and stopped with config changes
-        self.sources = SourceRunner(queue, live, self.metrics, settings.ingest, clock=clock)
+        self.sources = SourceRunner(self.admission, live, self.metrics, clock=clock)
+        live.subscribe(self._switched)
         self.ready = False
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.port = settings.port
 
     def build_app(self) -> web.Application:
-        # Ingest bodies are capped by the handler itself (the limit can change with the
+        # Ingest bodies are capped by the handlers themselves (the limit can change with the
         # config), with a clear error; aiohttp's limit only guards the admin routes.
         app = web.Application(client_max_size=1024 * 1024)
-        namespace = self.live.current.config.gateway.split("/", 1)[0]
-        add_ingest_routes(app, queue=self.queue, live=self.live, metrics=self.metrics,
-                          settings=self.settings.ingest, ready=lambda: self.ready,
+        add_health_routes(app, queue=self.queue, live=self.live, metrics=self.metrics,
+                          ready=lambda: self.ready)
+        add_ingest_routes(app, admission=self.admission, live=self.live, metrics=self.metrics,
                           clock=self.clock)
-        add_inbound_routes(app, queue=self.queue, live=self.live, metrics=self.metrics,
-                           settings=self.settings.ingest, clock=self.clock)
-        add_admin_routes(app, queue=self.queue, namespace=namespace,
-                         api_keys=self.settings.ingest.api_keys,
+        add_inbound_routes(app, admission=self.admission, live=self.live,
+                           metrics=self.metrics, clock=self.clock)
+        add_admin_routes(app, queue=self.queue, live=self.live,
                          endpoint_states=self.endpoint_states, resume=self.dispatcher.resume)
-        self.sources.add_routes(app, lambda: self.settings.ingest.api_keys)
+        self.sources.add_routes(app)
         return app
 
     @classmethod
     def create(cls, queue: Queue, config: GatewayConfig, settings: GatewaySettings,
                **kwargs: Callable[[], float]) -> Gateway:
-        compiled = config.compiled
-        gateway = cls(queue, LiveConfig(compiled.config, compiled.signing_keys,
-                                        compiled.source_secrets), settings, **kwargs)
-        gateway.apply(config, initial=True)
-        return gateway
+        live = LiveConfig(config, extra_allow_cidrs=settings.extra_allow_cidrs)
+        return cls(queue, live, settings, **kwargs)
 
-    def apply(self, config: GatewayConfig, *, initial: bool = False) -> None:
-        """Switch to a new config; deliveries under way finish on the one they started with."""
-        if not initial:
-            self.live.update(config.compiled.config, config.compiled.signing_keys,
-                             config.compiled.source_secrets)
-            self.metrics.config_reloads.labels(self.metrics.gateway, "ok").inc()
-            self.metrics.delivery.forget(set(config.compiled.config.endpoints))
-            settle_heap()
-            log.info("config applied: %d endpoints, %d subscriptions",
-                     len(config.compiled.config.endpoints),
-                     len(config.compiled.config.subscriptions))
-        self.live.set_endpoint_auth(config.compiled.endpoint_auth)
-        self.sender.set_allowed((*config.compiled.config.allow_cidrs,
-                                 *self.settings.extra_allow_cidrs))
-        self.settings.ingest.api_keys = config.api_keys
-        if config.max_body_bytes:
-            self.settings.ingest.max_body_bytes = config.max_body_bytes
+    def apply(self, config: GatewayConfig) -> None:
+        """Switch to a new config in one step (:meth:`LiveConfig.apply`); requests and
+        deliveries under way finish on the snapshot they started with."""
+        self.live.apply(config)
+        self.metrics.config_reloads.labels(self.metrics.gateway, "ok").inc()
+        settle_heap()
+        log.info("config applied: %d endpoints, %d subscriptions",
+                 len(config.compiled.config.endpoints),
+                 len(config.compiled.config.subscriptions))
+
+    def _switched(self, snapshot: Snapshot) -> None:
+        """What follows the config in the same step: the SSRF guard's exceptions and the
+        per-endpoint metric series of endpoints that are gone."""
+        self.sender.set_allowed(snapshot.allow_cidrs)
+        self.metrics.delivery.forget(set(snapshot.config.endpoints))
 
     async def endpoint_states(self) -> dict[str, Any]:
         """Runtime state of each endpoint (pauses as stored now, circuits of this process)."""

@@ -22,7 +22,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.utils import floatToGoString
 
-from hookgate.deliverer.queue import Depth
+from hookgate.deliverer.queues.base import Depth
 
 __all__ = ["DeliveryMetrics", "EndpointSeries", "Metrics"]
 

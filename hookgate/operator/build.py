@@ -1,5 +1,6 @@
 """Pure ``build_*`` functions: a WebhookGateway (and its compiled config) in, the desired
-child objects out. No I/O here; the handlers apply what these return.
+child objects out. No I/O here; the reconcile loop (:mod:`hookgate.operator.reconcile`)
+applies what these return with server-side apply.
 
 Every child carries an owner reference to its gateway, so deleting the gateway deletes them
 (Kubernetes garbage collection), and the labels of :func:`labels`, so they can be found.
@@ -14,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from hookgate import __version__
-from hookgate.deliverer.redis_keys import CONSUMER_GROUP, Keys
+from hookgate.deliverer.queues.redis.keys import CONSUMER_GROUP, Keys
 from hookgate.model.bundle import GatewayConfig, config_map_name, secret_name
 from hookgate.model.resources import API_VERSION
 

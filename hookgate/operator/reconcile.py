@@ -15,8 +15,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hookgate.deliverer.queue import Queue, QueueUnavailable, open_queue
-from hookgate.deliverer.signing import generate_secret
+from hookgate.deliverer.queues.base import Queue, QueueUnavailable
+from hookgate.deliverer.queues.factory import open_queue
 from hookgate.model.bundle import GatewayConfig
 from hookgate.model.compiler import compile_config
 from hookgate.model.problems import ManifestError, Problem
@@ -31,6 +31,7 @@ from hookgate.operator.build import (
 )
 from hookgate.operator.kube import ApiError, Kube, secret_values
 from hookgate.operator.status import condition, merge_conditions, now_iso, object_status
+from hookgate.signing import generate_secret
 
 __all__ = ["GatewayState", "Notify", "Reconciler"]
 

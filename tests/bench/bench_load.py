@@ -23,10 +23,10 @@ from typing import Any
 
 import aiohttp
 
-from hookgate.deliverer.client_sender import USER_AGENT
-from hookgate.deliverer.event import IngestRequest, build_event
+from hookgate.deliverer.delivery.network_guard import LOOPBACK_CIDRS, AddressPolicy, GuardedResolver
+from hookgate.deliverer.delivery.sender import USER_AGENT
 from hookgate.deliverer.gateway import settle_heap
-from hookgate.deliverer.network_guard import LOOPBACK_CIDRS, AddressPolicy, GuardedResolver
+from hookgate.deliverer.intake.event import IngestRequest, build_event
 
 EVENT_TYPE = "bench.event"
 

@@ -53,8 +53,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench_load import EVENT_TYPE, cpu_seconds, payload  # noqa: E402
 
-from hookgate.deliverer.event import IngestRequest, build_event  # noqa: E402
-from hookgate.deliverer.queue import open_queue  # noqa: E402
+from hookgate.deliverer.intake.event import IngestRequest, build_event  # noqa: E402
+from hookgate.deliverer.queues.factory import open_queue  # noqa: E402
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 #: HOOKGATE_EVENT_LOOP of the gateways: auto (uvloop when installed) or asyncio
@@ -724,9 +724,9 @@ def interp(samples: list[tuple[float, float]], t: float) -> float:
 
 CLUSTER_RSS = """
 import json, sys
-import hookgate.deliverer.config_cluster, hookgate.deliverer.queue_redis, hookgate.logs
+import hookgate.deliverer.config.cluster, hookgate.deliverer.queues.redis.queue, hookgate.logs
 from hookgate.deliverer.gateway import Gateway, GatewaySettings
-from hookgate.deliverer.queue import open_queue
+from hookgate.deliverer.queues.factory import open_queue
 from hookgate.model.bundle import GatewayConfig
 data = json.load(open(sys.argv[1]))
 config = GatewayConfig.from_data(data["config"], data["secret"])

@@ -19,7 +19,8 @@ import pytest
 import yaml
 from standardwebhooks.webhooks import Webhook
 
-from hookgate.deliverer.queue import Event, open_queue
+from hookgate.deliverer.queues.base import Event
+from hookgate.deliverer.queues.factory import open_queue
 from tests.receiver import Recorder, free_port
 from tests.waiting import eventually
 
@@ -447,7 +448,7 @@ async def test_backlog_scales_the_deployment_up_then_down(
 
 
 def _attempt(endpoint: str) -> Any:
-    from hookgate.deliverer.queue import Attempt
+    from hookgate.deliverer.queues.base import Attempt
 
     return Attempt(
         endpoint=endpoint,

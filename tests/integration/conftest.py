@@ -12,10 +12,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from hookgate.deliverer.config_files import FileConfig
+from hookgate.deliverer.config.files import FileConfig
+from hookgate.deliverer.delivery.network_guard import LOOPBACK_CIDRS
 from hookgate.deliverer.gateway import Gateway, GatewaySettings
-from hookgate.deliverer.network_guard import LOOPBACK_CIDRS
-from hookgate.deliverer.queue import open_queue
+from hookgate.deliverer.queues.factory import open_queue
 from tests.receiver import Recorder
 from tests.waiting import eventually
 

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from standardwebhooks.webhooks import Webhook
 
-from hookgate.deliverer.signing import generate_asymmetric_secret, public_key, verify_asymmetric
+from hookgate.signing import generate_asymmetric_secret, public_key, verify_asymmetric
 from tests.integration.conftest import (
     SECRET,
     Running,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hookgate.deliverer.queue import (
+from hookgate.deliverer.queues.base import (
     Attempt,
     Delivery,
     Depth,
@@ -23,8 +23,8 @@ from hookgate.deliverer.queue import (
     Queue,
     delivery_id,
 )
-from hookgate.deliverer.queue_redis import RedisQueue
-from hookgate.deliverer.queue_sqlite import SQLiteQueue
+from hookgate.deliverer.queues.redis.queue import RedisQueue
+from hookgate.deliverer.queues.sqlite import SQLiteQueue
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -10,9 +10,16 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 import pytest
 import redis.asyncio as aioredis
 
-from hookgate.deliverer.queue import Attempt, Delivery, Depth, Event, QueueUnavailable, open_queue
-from hookgate.deliverer.queue_redis import RedisQueue, mask_url
-from hookgate.deliverer.redis_keys import Keys
+from hookgate.deliverer.queues.base import (
+    Attempt,
+    Delivery,
+    Depth,
+    Event,
+    QueueUnavailable,
+)
+from hookgate.deliverer.queues.factory import open_queue
+from hookgate.deliverer.queues.redis.keys import Keys
+from hookgate.deliverer.queues.redis.queue import RedisQueue, mask_url
 from tests.redis_server import RedisServer, free_port
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(60)]

@@ -10,8 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from hookgate.deliverer.queue import Attempt, Delivery, Depth, Event, QueueUnavailable, open_queue
-from hookgate.deliverer.queue_sqlite import SQLiteQueue, lock_path
+from hookgate.deliverer.queues.base import (
+    Attempt,
+    Delivery,
+    Depth,
+    Event,
+    QueueUnavailable,
+)
+from hookgate.deliverer.queues.factory import open_queue
+from hookgate.deliverer.queues.sqlite import SQLiteQueue, lock_path
 
 pytestmark = pytest.mark.timeout(60)
 

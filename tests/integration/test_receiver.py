@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from hookgate.deliverer.signing import secret_key, signature_header
 from hookgate.receiver import build_receiver_app
+from hookgate.signing import secret_key, signature_header
 from tests.integration.conftest import SECRET, StartGateway, endpoint_yaml, subscription_yaml
 from tests.receiver import free_port
 from tests.waiting import eventually

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hookgate.deliverer.circuit import Circuit, Circuits, State, Transition
+from hookgate.deliverer.delivery.circuit import Circuit, Circuits, State, Transition
 from hookgate.model.routing import CircuitBreakerConfig
 
 

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from hookgate.deliverer.event import BadEvent, build_event, new_event_id, parse_ingest
+from hookgate.deliverer.intake.event import BadEvent, build_event, parse_ingest
+from hookgate.deliverer.queues.base import new_event_id
 
 
 @pytest.mark.parametrize(("raw", "message"), [

@@ -14,8 +14,14 @@ from pathlib import Path
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from hookgate.deliverer.event import BadEvent
-from hookgate.deliverer.inbound_verify import (
+from hookgate.deliverer.intake.event import BadEvent
+from hookgate.deliverer.intake.inbound import (
+    decode_payload,
+    event_type_of,
+    idempotency_key,
+    kept_headers,
+)
+from hookgate.deliverer.intake.verify import (
     Rejected,
     verify_api_key,
     verify_basic,
@@ -25,12 +31,6 @@ from hookgate.deliverer.inbound_verify import (
     verify_shopify,
     verify_standard_webhooks,
     verify_stripe,
-)
-from hookgate.deliverer.web_inbound import (
-    decode_payload,
-    event_type_of,
-    idempotency_key,
-    kept_headers,
 )
 from hookgate.model.routing import RoutingConfig, SourceConfig
 from tests.manifest_text import compile_text, secret, source

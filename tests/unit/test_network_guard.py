@@ -7,7 +7,7 @@ import socket
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from hookgate.deliverer.network_guard import (
+from hookgate.deliverer.delivery.network_guard import (
     LOOPBACK_CIDRS,
     AddressPolicy,
     AddressRefused,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hookgate.deliverer.rate_limit import LocalRateLimiter, gcra
+from hookgate.deliverer.delivery.rate_limit import LocalRateLimiter, gcra
 from hookgate.model.routing import RateLimitConfig
 
 

@@ -6,7 +6,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from hookgate.deliverer.retry import Verdict, decide, jittered, parse_retry_after
+from hookgate.deliverer.delivery.retry import Verdict, decide, jittered, parse_retry_after
 
 SCHEDULE = (0.0, 5.0, 300.0)
 

@@ -7,15 +7,15 @@ import time
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from hookgate.deliverer.client_sender import delivery_headers
-from hookgate.deliverer.signing import (
+from hookgate.deliverer.delivery.sender import delivery_headers
+from hookgate.model.routing import EndpointConfig
+from hookgate.signing import (
     InvalidSignature,
     generate_secret,
     secret_key,
     signature_header,
     verify,
 )
-from hookgate.model.routing import EndpointConfig
 
 BODY = b'{"type":"order.created","timestamp":"2026-11-28T10:00:00.000Z","data":{"id":1}}'
 
@@ -86,7 +86,7 @@ def test_cached_hmac_is_hmac_sha256_for_every_key_length(size: int) -> None:
     import hmac
     import os
 
-    from hookgate.deliverer.signing import hmac_sha256
+    from hookgate.signing import hmac_sha256
 
     key, content = os.urandom(size), os.urandom(1500)
     expected = hmac.new(key, content, hashlib.sha256).digest()

@@ -12,22 +12,21 @@ from typing import Any
 
 import pytest
 
-from hookgate.deliverer.live_config import LiveConfig
-from hookgate.deliverer.metrics import Metrics
-from hookgate.deliverer.queue import Event
-from hookgate.deliverer.source import (
-    BadMessage,
+from hookgate.deliverer.config.live import LiveConfig
+from hookgate.deliverer.intake.admission import Admission
+from hookgate.deliverer.intake.sources.base import (
     Consumer,
     Message,
-    SourceMapping,
-    SourceMetrics,
     SourceUnavailable,
-    SourceWorker,
     make_consumer,
-    message_to_event,
 )
-from hookgate.deliverer.source_sqs import Credentials, parse_sts, region_of, sign_v4
-from hookgate.deliverer.web_ingest import IngestSettings
+from hookgate.deliverer.intake.sources.mapping import BadMessage, SourceMapping, message_to_event
+from hookgate.deliverer.intake.sources.sqs import Credentials, parse_sts, region_of, sign_v4
+from hookgate.deliverer.intake.sources.worker import SourceMetrics, SourceWorker
+from hookgate.deliverer.metrics import Metrics
+from hookgate.deliverer.queues.base import Event
+from hookgate.model.bundle import GatewayConfig
+from hookgate.model.compiler import Compiled
 from hookgate.model.routing import (
     BrokerConfig,
     EndpointConfig,
@@ -222,14 +221,14 @@ async def test_worker_acks_a_batch_only_after_enqueueing_it_and_buries_bad_ones(
     routing = RoutingConfig(
         "shop/default", {"shop/a": EndpointConfig("shop/a", "http://x/", 5, (0,))},
         (SubscriptionConfig("shop/all", "shop/a", ("*",)),), sources={"shop/src": config})
-    live = LiveConfig(routing, {})
+    live = LiveConfig(GatewayConfig(Compiled(config=routing, signing_keys={})))
     metrics = Metrics("shop/default")
     queue = FakeQueue(log)
     bad = Message(raw=b"nope", headers={}, message_id="x")
     consumers = [FakeConsumer(log, [], fail_connect=1),
                  FakeConsumer(log, [[msg(1), bad, msg(2)], [msg(3)]])]
-    worker = SourceWorker(config, {}, queue=queue, live=live,  # type: ignore[arg-type]
-                          metrics=SourceMetrics(metrics), settings=IngestSettings(),
+    admission = Admission(queue, live, metrics)  # type: ignore[arg-type]
+    worker = SourceWorker(config, {}, admission=admission, metrics=SourceMetrics(metrics),
                           factory=lambda c, s: consumers.pop(0))
     worker.backoff = (0.01, 0.05)
     worker.receive_wait = 0.01
@@ -265,7 +264,7 @@ def test_a_missing_client_library_names_the_extra(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(builtins, "__import__", no_aiokafka)
     import sys
 
-    monkeypatch.delitem(sys.modules, "hookgate.deliverer.source_kafka", raising=False)
+    monkeypatch.delitem(sys.modules, "hookgate.deliverer.intake.sources.kafka", raising=False)
     config = SourceConfig(key="s/k", path="", scheme="broker",
                           broker=BrokerConfig("kafka", {"bootstrapServers": ["k:1"],
                                                         "topics": ["t"]}))

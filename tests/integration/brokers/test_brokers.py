@@ -198,10 +198,10 @@ async def test_two_deliverers_share_a_source_the_brokers_way(
         broker: Harness, receiver: Recorder, redis_url: str, tmp_path: Path) -> None:
     """Two gateway processes on one Redis queue, as in a cluster, consume the same source:
     every message is delivered and both take a share."""
-    from hookgate.deliverer.config_files import FileConfig
+    from hookgate.deliverer.config.files import FileConfig
+    from hookgate.deliverer.delivery.network_guard import LOOPBACK_CIDRS
     from hookgate.deliverer.gateway import Gateway, GatewaySettings
-    from hookgate.deliverer.network_guard import LOOPBACK_CIDRS
-    from hookgate.deliverer.queue import open_queue
+    from hookgate.deliverer.queues.factory import open_queue
 
     config = tmp_path / "config"
     config.mkdir()

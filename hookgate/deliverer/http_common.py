@@ -1,0 +1,54 @@
+"""What every side of the HTTP API shares: the one error shape, bounded body reads, API keys."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Collection
+from typing import Any
+
+from aiohttp import web
+
+__all__ = ["QUEUE_RETRY_AFTER", "check_api_key", "error_response", "read_body"]
+
+QUEUE_RETRY_AFTER = "5"  # seconds a client should wait when the queue is away
+
+
+def error_response(status: int, code: str, message: str, **extra: Any) -> web.Response:
+    """The one error shape of the API: ``{"error": {"code", "message", ...}}``. A 503 tells
+    the client when to try again (``Retry-After``)."""
+    headers = {"Retry-After": QUEUE_RETRY_AFTER} if status == 503 else None
+    return web.json_response({"error": {"code": code, "message": message, **extra}},
+                             status=status, headers=headers)
+
+
+async def read_body(request: web.Request, limit: int) -> bytes | None:
+    """The whole body, or None when it is larger than ``limit`` bytes: a declared
+    ``Content-Length`` over the limit is refused before reading, a chunked body once it
+    passes the limit. (``content.read(n)`` returns only what has arrived so far: a chunked
+    upload would be cut short.)"""
+    if (request.content_length or 0) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def check_api_key(request: web.Request, keys: Collection[str]) -> web.Response | None:
+    """None when the request may go on; otherwise the 401 to send. No keys: no check."""
+    if not keys:
+        return None
+    given = request.headers.get("Authorization", "")
+    given = given.removeprefix("Bearer ").strip() if given.startswith("Bearer ") else \
+        request.headers.get("X-Hookgate-Key", "")
+    if not given:
+        return error_response(401, "missing_api_key",
+                              "no API key: send it as 'Authorization: Bearer <key>'")
+    if not any(hmac.compare_digest(given.encode(), k.encode()) for k in keys):
+        return error_response(401, "invalid_api_key",
+                              "the API key is not valid; check it against the gateway's keys")
+    return None

@@ -1,0 +1,5 @@
+"""The Redis Streams queue: the implementation, its key names and its Lua scripts."""
+
+from hookgate.deliverer.queues.redis.queue import RedisQueue
+
+__all__ = ["RedisQueue"]
