@@ -12,7 +12,7 @@ class MissingExtra(ImportError):
 
 def missing_extra(what: str, extra: str, exc: ImportError) -> str:
     """``what`` cannot run without ``extra``: the message naming the pip command."""
-    return (f"{what} is not installed ({exc.name or exc}): "
+    return (f"{what} needs {exc.name or exc}, which is not installed: "
             f"pip install 'hookgate[{extra}]'")
 
 

@@ -217,8 +217,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_deliverer(args: argparse.Namespace) -> int:
-    require_extra("operator", "kubernetes", what="the Kubernetes client a deliverer reads "
-                  "its config with")
+    require_extra("operator", "kubernetes", what="hookgate deliverer")
     from hookgate.deliverer.config.cluster import ClusterConfig, ConfigUnavailable
     from hookgate.kubeclient import load_client
     from hookgate.logs import setup_logging
@@ -251,7 +250,7 @@ def cmd_deliverer(args: argparse.Namespace) -> int:
 
 
 def cmd_operator(args: argparse.Namespace) -> int:
-    require_extra("operator", "kopf", "kubernetes", what="the operator's libraries")
+    require_extra("operator", "kopf", "kubernetes", what="hookgate operator")
     import logging
 
     import kopf

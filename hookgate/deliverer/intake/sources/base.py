@@ -90,7 +90,7 @@ def make_consumer(config: SourceConfig, secrets: Mapping[str, str]) -> Consumer:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise MissingLibrary(missing_extra(f"the {kind} client library", extra or kind,
+        raise MissingLibrary(missing_extra(f"the {kind} source", extra or kind,
                                            exc)) from None
     consumer: Consumer = module.CONSUMER(config, secrets)
     return consumer
