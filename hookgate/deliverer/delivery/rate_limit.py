@@ -80,7 +80,8 @@ return string.format('%.6f', allowed_at - now)
 
 
 class RedisRateLimiter:
-    """GCRA in Redis, shared by every deliverer of a gateway (key names in redis_keys)."""
+    """GCRA in Redis, shared by every deliverer of a gateway (key name from
+    ``queues.redis.keys``)."""
 
     def __init__(self, queue: Any, clock: Callable[[], float] = time.time) -> None:
         self.queue = queue  # a RedisQueue: its connection, key names and script batching

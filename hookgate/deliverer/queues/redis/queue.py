@@ -10,8 +10,9 @@ Shape (key names in :mod:`hookgate.deliverer.queues.redis.keys`):
   hung), then one Lua script moves due retries to the stream and leases new entries with
   their events (``XREADGROUP`` + ``HMGET``): one round trip per batch. When nothing is
   ready it waits in a blocking ``XREADGROUP``.
-* Every state change is one Lua script, so a crash between steps cannot lose or duplicate a
-  delivery: e.g. a retry acknowledges, deletes and schedules in one atomic step. The
+* Every state change is one Lua script (:mod:`~hookgate.deliverer.queues.redis.scripts`), so
+  a crash between steps cannot lose or duplicate a delivery: e.g. a retry acknowledges,
+  deletes and schedules in one atomic step. The
   completions made in one loop iteration share one script call. Changes requested through a
   lease this process no longer holds (it expired and another consumer took the delivery)
   only log the attempt; the holder decides the delivery's fate.
