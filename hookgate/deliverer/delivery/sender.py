@@ -31,6 +31,10 @@ __all__ = ["USER_AGENT", "Response", "Sender", "delivery_headers"]
 
 USER_AGENT = f"hookgate/{__version__}"
 KEEP_BODY = 1024  # bytes of a failed response kept for the attempt log
+#: Bytes of a successful response read so that its connection can go back to the pool; a
+#: longer body is not read: the connection is closed instead, so a receiver cannot make a
+#: deliverer hold (or wait for) an answer of any size.
+DRAIN_LIMIT = 64 * 1024
 
 
 class Response(NamedTuple):  # a tuple: one is made per attempt, on the hot path
@@ -69,6 +73,17 @@ def _ssl_context(auth: EndpointAuth) -> ssl.SSLContext:
                     fh.write(text)
             context.load_cert_chain(cert, key)
     return context
+
+
+async def _drain(resp: aiohttp.ClientResponse) -> None:
+    """Read what is left of a response, up to :data:`DRAIN_LIMIT` bytes, so the connection
+    can be reused; past that, close it."""
+    drained = 0
+    while chunk := await resp.content.readany():
+        drained += len(chunk)
+        if drained > DRAIN_LIMIT:
+            resp.close()
+            return
 
 
 class Sender:
@@ -170,7 +185,7 @@ class Sender:
                 ok = 200 <= resp.status < 300
                 text = "" if ok else (await resp.content.read(KEEP_BODY)).decode(errors="replace")
                 if ok:
-                    await resp.read()  # drain so the connection goes back to the pool
+                    await _drain(resp)
                 error = None if ok else f"HTTP {resp.status}" + (f": {text}" if text else "")
                 return Response(resp.status, time.perf_counter() - started, error,
                                 resp.headers.get("Retry-After"))
