@@ -35,6 +35,7 @@ __all__ = [
     "AddressRefused",
     "GuardedResolver",
     "classify",
+    "legacy_ipv4",
 ]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -125,10 +126,47 @@ class AddressPolicy:
         try:
             ipaddress.ip_address(literal.partition("%")[0])
         except ValueError:
+            legacy = legacy_ipv4(literal)
+            if legacy is None:
+                return
+            message = self.refusal(str(legacy))
+            if message is not None:
+                raise AddressRefused(f"host {host!r} is the IPv4 address {legacy} written in "
+                                     f"a legacy numeric form; {message}") from None
             return
         message = self.refusal(literal)
         if message is not None:
             raise AddressRefused(message)
+
+
+def legacy_ipv4(host: str) -> ipaddress.IPv4Address | None:
+    """The IPv4 address a host written in one of the numeric forms ``inet_aton`` accepts
+    denotes (``167772161``, ``0x0a000001``, ``012.0.0.1``, ``10.1``), or None when ``host``
+    is not one. Resolvers turn these into addresses without a lookup, so the guard must
+    judge them as the addresses they are."""
+    parts = host.rstrip(".").split(".") if host else []
+    if not 1 <= len(parts) <= 4:
+        return None
+    values = []
+    for part in parts:
+        try:
+            if part[:2].lower() == "0x":
+                values.append(int(part[2:] or "0", 16))
+            elif len(part) > 1 and part.startswith("0"):
+                values.append(int(part, 8))
+            elif part.isdigit():
+                values.append(int(part))
+            else:
+                return None
+        except ValueError:
+            return None
+    *head, last = values
+    if any(v > 255 for v in head) or last >= 1 << (8 * (4 - len(head))):
+        return None
+    value = last
+    for i, v in enumerate(head):
+        value |= v << (8 * (3 - i))
+    return ipaddress.IPv4Address(value)
 
 
 class GuardedResolver(AbstractResolver):
