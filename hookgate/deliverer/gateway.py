@@ -22,6 +22,7 @@ from hookgate.deliverer.config.live import LiveConfig, Snapshot
 from hookgate.deliverer.delivery.dispatcher import Dispatcher
 from hookgate.deliverer.delivery.sender import Sender
 from hookgate.deliverer.health import add_health_routes
+from hookgate.deliverer.http_common import internal_errors
 from hookgate.deliverer.intake.admission import DEFAULT_IDEMPOTENCY_TTL, Admission
 from hookgate.deliverer.intake.inbound import add_inbound_routes
 from hookgate.deliverer.intake.ingest import add_ingest_routes
@@ -75,7 +76,7 @@ class Gateway:
     def build_app(self) -> web.Application:
         # Ingest bodies are capped by the handlers themselves (the limit can change with the
         # config), with a clear error; aiohttp's limit only guards the admin routes.
-        app = web.Application(client_max_size=1024 * 1024)
+        app = web.Application(client_max_size=1024 * 1024, middlewares=[internal_errors])
         add_health_routes(app, queue=self.queue, live=self.live, metrics=self.metrics,
                           ready=lambda: self.ready)
         add_ingest_routes(app, admission=self.admission, live=self.live, metrics=self.metrics,

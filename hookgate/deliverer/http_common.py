@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Collection
+import logging
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 from aiohttp import web
 
-__all__ = ["QUEUE_RETRY_AFTER", "check_api_key", "error_response", "read_body"]
+__all__ = ["QUEUE_RETRY_AFTER", "check_api_key", "error_response", "internal_errors",
+           "read_body"]
+
+log = logging.getLogger("hookgate.http")
 
 QUEUE_RETRY_AFTER = "5"  # seconds a client should wait when the queue is away
 
@@ -52,3 +56,21 @@ def check_api_key(request: web.Request, keys: Collection[str]) -> web.Response |
         return error_response(401, "invalid_api_key",
                               "the API key is not valid; check it against the gateway's keys")
     return None
+
+
+@web.middleware
+async def internal_errors(request: web.Request,
+                          handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                          ) -> web.StreamResponse:
+    """A failure no handler expected still gets the API's JSON error shape (and is logged
+    with its traceback), never aiohttp's plain-text 500."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return error_response(
+            500, "internal_error", "the gateway failed on this request (logged); it may not "
+            "have been accepted: send it again (an event with an id or idempotencyKey is "
+            "never stored twice)")

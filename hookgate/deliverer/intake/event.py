@@ -13,11 +13,16 @@ from typing import Any
 
 from hookgate.deliverer.queues.base import Event, event_body, new_event_id
 
-__all__ = ["EVENT_TYPE_PATTERN", "BadEvent", "IngestRequest", "build_event", "parse_ingest"]
+__all__ = ["EVENT_TYPE_PATTERN", "TOO_DEEP", "BadEvent", "IngestRequest", "build_event",
+           "parse_ingest"]
 
 EVENT_TYPE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-/]{0,254}$")
 ID_PATTERN = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 ALLOWED_FIELDS = ("type", "data", "id", "idempotencyKey")
+TOO_DEEP = ("the JSON nests deeper than the parser allows (about 1,000 levels of arrays or "
+            "objects); send a flatter event")
+LONE_SURROGATE = ('the data holds a lone UTF-16 surrogate escape (such as "\\ud800"), which '
+                  "is not valid Unicode and cannot be delivered; send valid UTF-8 text")
 
 
 class BadEvent(ValueError):
@@ -43,6 +48,8 @@ def parse_ingest(raw: bytes) -> IngestRequest:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadEvent(f"body is not valid JSON: {exc}; send a JSON object like "
                        '{"type": "order.created", "data": {...}}') from None
+    except RecursionError:
+        raise BadEvent(TOO_DEEP) from None
     if not isinstance(doc, dict):
         raise BadEvent('body must be a JSON object like {"type": "order.created", "data": {...}}')
     unknown = sorted(set(doc) - set(ALLOWED_FIELDS))
@@ -67,8 +74,12 @@ def parse_ingest(raw: bytes) -> IngestRequest:
 
 
 def build_event(req: IngestRequest, now: float, source: str | None = None) -> Event:
-    """The event to enqueue, with its delivery body serialised once."""
-    body = event_body(req.type, req.data, now)
+    """The event to enqueue, with its delivery body serialised once; :class:`BadEvent` when
+    the data cannot be serialised as UTF-8 JSON."""
+    try:
+        body = event_body(req.type, req.data, now)
+    except UnicodeEncodeError:
+        raise BadEvent(LONE_SURROGATE, field="data") from None
     # The idempotency key defaults to a client-supplied id, so a retried POST with the same
     # id never becomes two events.
     key = req.idempotency_key or req.id

@@ -28,7 +28,13 @@ from hookgate.deliverer.config.live import LiveConfig, Snapshot
 from hookgate.deliverer.headers import RESERVED
 from hookgate.deliverer.http_common import error_response, read_body
 from hookgate.deliverer.intake.admission import Admission
-from hookgate.deliverer.intake.event import EVENT_TYPE_PATTERN, BadEvent, IngestRequest, build_event
+from hookgate.deliverer.intake.event import (
+    EVENT_TYPE_PATTERN,
+    TOO_DEEP,
+    BadEvent,
+    IngestRequest,
+    build_event,
+)
 from hookgate.deliverer.intake.verify import Rejected, get_header, verify_request
 from hookgate.deliverer.metrics import Metrics
 from hookgate.deliverer.queues.base import QueueUnavailable
@@ -66,6 +72,8 @@ def decode_payload(raw: bytes, content_type: str) -> Any:
         if "payload" in fields:
             try:
                 return json.loads(fields["payload"][0])
+            except RecursionError:
+                raise BadEvent(TOO_DEEP) from None
             except json.JSONDecodeError as exc:
                 raise BadEvent(f"the form's payload field is not valid JSON: {exc}") from None
         return {k: v[0] if len(v) == 1 else v for k, v in fields.items()}
@@ -73,6 +81,8 @@ def decode_payload(raw: bytes, content_type: str) -> Any:
         return None
     try:
         return json.loads(raw)
+    except RecursionError:
+        raise BadEvent(TOO_DEEP) from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         if mime == "application/json" or mime.endswith("+json"):
             raise BadEvent(f"the body is not valid JSON: {exc}") from None
@@ -180,12 +190,12 @@ def add_inbound_routes(app: web.Application, *, admission: Admission, live: Live
             data = decode_payload(raw, request.headers.get("Content-Type", ""))
             req = IngestRequest(type=event_type_of(source, request.headers, data), data=data,
                                 idempotency_key=idempotency_key(source, delivery_id))
+            event = replace(build_event(req, now, source=source.key),
+                            headers=kept_headers(source, request.headers))
         except BadEvent as exc:
             refuse(source, "invalid_event")
             extra = {"field": exc.field} if exc.field else {}
             return error_response(400, "invalid_event", str(exc), **extra)
-        event = replace(build_event(req, now, source=source.key),
-                        headers=kept_headers(source, request.headers))
         try:
             admitted = await admission.admit(event, data, snap)
         except QueueUnavailable as exc:

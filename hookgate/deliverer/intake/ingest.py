@@ -38,12 +38,13 @@ def add_ingest_routes(app: web.Application, *, admission: Admission, live: LiveC
                 "bytes; send a smaller event or raise the gateway's ingest.maxBodyBytes")
         try:
             req = parse_ingest(raw)
+            event = build_event(req, clock())
         except BadEvent as exc:
             metrics.events_rejected.labels(gw, "invalid").inc()
             extra = {"field": exc.field} if exc.field else {}
             return error_response(400, "invalid_event", str(exc), **extra)
         try:
-            admitted = await admission.admit(build_event(req, clock()), req.data, snap)
+            admitted = await admission.admit(event, req.data, snap)
         except QueueUnavailable as exc:
             metrics.events_rejected.labels(gw, "queue_unavailable").inc()
             log.error("event refused, queue unavailable: %s", exc)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hookgate.deliverer.headers import RESERVED
-from hookgate.deliverer.intake.event import EVENT_TYPE_PATTERN
+from hookgate.deliverer.intake.event import EVENT_TYPE_PATTERN, TOO_DEEP
 from hookgate.deliverer.queues.base import Event, event_timestamp, new_event_id
 from hookgate.model.routing import SourceConfig
 
@@ -88,6 +88,8 @@ def message_to_event(mapping: SourceMapping, raw: bytes, headers: Mapping[str, s
         data = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadMessage("NotJSON", f"the payload is not UTF-8 JSON: {exc}") from None
+    except RecursionError:
+        raise BadMessage("TooDeep", TOO_DEEP) from None
     if mapping.event_type_header is not None:
         value: Any = _header(headers, mapping.event_type_header)
         where = f"the {mapping.event_type_header} header"

@@ -1,0 +1,47 @@
+"""Input built to break a parser gets the API's JSON error, is counted, and stores nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.deliverer.intake.test_inbound import SHARED, github_headers
+from tests.support.gateway import StartGateway
+from tests.support.manifests import endpoint_yaml, subscription_yaml
+from tests.support.receiver import Recorder
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    (b'{"type": "x", "data": ' + DEEP + b"}", "nests deeper than the parser allows"),
+    (b'{"type": "x", "data": {"name": "\\ud800"}}', "lone UTF-16 surrogate"),
+])
+async def test_ingest_refuses_what_cannot_become_an_event(
+        start_gateway: StartGateway, receiver: Recorder, raw: bytes, message: str) -> None:
+    gw = await start_gateway(endpoint_yaml("a", receiver.url("/a"))
+                             + subscription_yaml("all", "a", '["*"]'))
+    status, doc = await gw.post("/v1/events", raw=raw,
+                                headers={"Content-Type": "application/json"})
+    assert (status, doc["error"]["code"]) == (400, "invalid_event")
+    assert message in doc["error"]["message"]
+    _, metrics = await gw.get("/metrics")
+    assert ('hookgate_events_rejected_total{gateway="default/default",reason="invalid"} 1.0'
+            in metrics)
+    depth = await gw.gateway.queue.depth()
+    assert (depth.ready, depth.leased, depth.delayed) == (0, 0, 0)
+    # and the gateway goes on serving
+    assert (await gw.post("/v1/events", {"type": "x", "data": {}}))[0] == 202
+
+
+async def test_an_inbound_body_nested_too_deep_is_a_clear_400(
+        start_gateway: StartGateway, receiver: Recorder) -> None:
+    source = ("apiVersion: hookgate.io/v1alpha1\nkind: WebhookSource\nmetadata: {name: gh}\n"
+              "spec:\n  verify: {scheme: github, secretRef: {name: gh-secret}}\n---\n"
+              "apiVersion: v1\nkind: Secret\nmetadata: {name: gh-secret}\n"
+              f"stringData: {{secret: {SHARED}}}\n---\n")
+    gw = await start_gateway(source + endpoint_yaml("a", receiver.url("/a"))
+                             + subscription_yaml("all", "a", '["*"]'))
+    status, doc = await gw.post("/in/default/gh", raw=DEEP,
+                                headers=github_headers(SHARED, DEEP, "guid-1"))
+    assert (status, doc["error"]["code"]) == (400, "invalid_event")
+    assert "nests deeper than the parser allows" in doc["error"]["message"]
