@@ -1,14 +1,16 @@
-"""Fixtures shared by every test directory: a real Redis server for the whole session."""
+"""Fixtures shared by every test directory: a real Redis server for the whole session, and a
+recording webhook receiver."""
 
 from __future__ import annotations
 
-import os
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from tests.redis_server import INSTALL_HINT, RedisServer, find_redis_server
+from tests.support.ci import unavailable
+from tests.support.receiver import Recorder
+from tests.support.redis_server import INSTALL_HINT, RedisServer, find_redis_server
 
 
 @pytest.fixture(scope="session")
@@ -16,13 +18,11 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     """One redis-server (AOF, fsync always) for the session; tests may stop and start it.
 
     Without redis-server the tests that need it are skipped on a workstation, and fail in
-    CI (``CI=true``), where a skipped queue backend would pass for a tested one.
+    CI (tests/support/ci.py), where a skipped queue backend would pass for a tested one.
     """
     binary = find_redis_server()
     if binary is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(INSTALL_HINT)
-        pytest.skip(INSTALL_HINT)
+        unavailable(INSTALL_HINT)
     server = RedisServer(binary, tmp_path_factory.mktemp("redis"))
     server.start()
     yield server
@@ -43,3 +43,12 @@ def redis_url(redis_server: RedisServer) -> str:
     redis_server.start()
     _flushall(redis_server.port)
     return redis_server.url
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Recorder]:
+    """A real HTTP receiver on loopback that records every request (tests/support/receiver.py)."""
+    rec = Recorder()
+    await rec.start()
+    yield rec
+    await rec.stop()

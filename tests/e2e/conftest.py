@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .kubeutil import Kube, unavailable, unique_name, wait_for
+from tests.support.ci import unavailable
+from tests.support.ports import unused_ports
+from tests.support.waiting import wait_for_blocking
+
+from .kubeutil import Kube, unique_name
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -65,23 +68,11 @@ def control_plane(
     )
 
 
-def free_ports(count: int) -> list[int]:
-    """Distinct free loopback ports (all held open until all are chosen)."""
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def private_control_plane_env(state_dir: Path) -> dict[str, str]:
     """Settings for a control plane of this test session alone: its own state
     directory and ports, so that parallel sessions (or a `make cluster-up`
     that someone stops meanwhile) cannot disturb it."""
-    api, etcd, peer, kcm = free_ports(4)
+    api, etcd, peer, kcm = unused_ports(4)  # on the command lines
     return {
         "HOOKGATE_CP_DIR": str(state_dir),
         "HOOKGATE_APISERVER_PORT": str(api),
@@ -142,7 +133,7 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
     api_client = config.new_client_from_config(config_file=str(kubeconfig))
     try:
         # Cheap proof that the API answers and our credentials work.
-        wait_for(
+        wait_for_blocking(
             lambda: client.VersionApi(api_client).get_code(),
             timeout=30,
             what=f"the API server of {kubeconfig}",

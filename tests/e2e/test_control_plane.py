@@ -16,7 +16,9 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from .kubeutil import Kube, unique_name, wait_for
+from tests.support.waiting import wait_for_blocking
+
+from .kubeutil import Kube, unique_name
 
 
 def status_of(call) -> int:
@@ -77,7 +79,7 @@ def crd(kube: Kube) -> Iterator[dict[str, str]]:
         conditions = ext.read_custom_resource_definition(name).status.conditions or []
         return any(c.type == "Established" and c.status == "True" for c in conditions)
 
-    wait_for(established, timeout=30, what=f"CRD {name} to be Established")
+    wait_for_blocking(established, timeout=30, what=f"CRD {name} to be Established")
     try:
         yield {"group": group, "name": name}
     finally:
@@ -94,7 +96,7 @@ def test_custom_resource_round_trip(kube: Kube, crd: dict[str, str], namespace: 
         "spec": {"size": 3},
     }
     # A freshly established CRD can take a moment to be served on every path.
-    wait_for(
+    wait_for_blocking(
         lambda: api.create_namespaced_custom_object(*args, body),
         timeout=30,
         what="creating a Widget",
@@ -140,7 +142,7 @@ def test_deployment_gets_replicaset_and_pods(kube: Kube, namespace: str) -> None
                 return rs
         return None
 
-    rs = wait_for(
+    rs = wait_for_blocking(
         owned_replicaset, timeout=60, what="the deployment controller to create a ReplicaSet"
     )
 
@@ -152,7 +154,8 @@ def test_deployment_gets_replicaset_and_pods(kube: Kube, namespace: str) -> None
         ]
         return pods if len(pods) == 2 else []
 
-    pods = wait_for(owned_pods, timeout=60, what="the replicaset controller to create 2 pods")
+    pods = wait_for_blocking(owned_pods, timeout=60,
+                             what="the replicaset controller to create 2 pods")
     # No kubelet: the pods exist but are never scheduled or run.
     assert all(p.status.phase == "Pending" for p in pods)
 
@@ -178,7 +181,7 @@ def test_garbage_collector_deletes_dependents(kube: Kube, namespace: str) -> Non
 
     core.delete_namespaced_config_map("owner", namespace, propagation_policy="Background")
 
-    wait_for(
+    wait_for_blocking(
         lambda: status_of(lambda: core.read_namespaced_config_map("child", namespace)) == 404,
         timeout=60,
         what="the garbage collector to delete the dependent ConfigMap",
@@ -246,7 +249,7 @@ def test_service_account_token_is_limited_by_its_role(kube: Kube, namespace: str
         assert identity.username == f"system:serviceaccount:{namespace}:reader"
 
         # The authorizer learns about new RBAC objects through a watch.
-        wait_for(
+        wait_for_blocking(
             lambda: sa_core.read_namespaced_config_map("visible", namespace).data,
             timeout=30,
             what="the Role to allow reading the ConfigMap",

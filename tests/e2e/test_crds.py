@@ -12,9 +12,10 @@ import pytest
 import yaml
 
 from hookgate.model import schema
-from tests.invalid_objects import INVALID_OBJECTS
+from tests.support.invalid_objects import INVALID_OBJECTS
+from tests.support.waiting import wait_for_blocking
 
-from .kubeutil import Kube, unique_name, wait_for
+from .kubeutil import Kube, unique_name
 
 pytestmark = pytest.mark.cluster
 
@@ -103,7 +104,7 @@ def test_kubectl_explain_shows_field_descriptions(crds: Kube) -> None:
         proc = crds.kubectl("explain", "webhookendpoint.spec.url", check=False)
         return proc.stdout if proc.returncode == 0 else ""
 
-    out = wait_for(explained, timeout=30, what="kubectl explain webhookendpoint.spec.url")
+    out = wait_for_blocking(explained, timeout=30, what="kubectl explain webhookendpoint.spec.url")
     assert "The http:// or https:// URL events are POSTed to" in " ".join(out.split())
 
 

@@ -23,9 +23,11 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.receiver import free_port
+from tests.support.ci import unavailable
+from tests.support.ports import unused_port
+from tests.support.waiting import wait_for_blocking
 
-from .kubeutil import Kube, unavailable, unique_name, wait_for
+from .kubeutil import Kube, unique_name
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "hookgate"
@@ -142,21 +144,22 @@ def test_namespaced_install_runs_the_examples_with_the_charts_own_rbac(
     with log.open("wb") as sink:
         proc = subprocess.Popen(
             [sys.executable, "-m", "hookgate", "operator", "--namespace", namespace,
-             "--liveness", f"127.0.0.1:{free_port()}", "--log-format", "text"],
+             "--liveness", f"127.0.0.1:{unused_port()}", "--log-format", "text"],
             stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT,
             env={**os.environ, "KUBECONFIG": str(config)})
     try:
         kube.kubectl("apply", "-n", namespace, "-f", "-", input=examples(redis_url))
-        wait_for(lambda: get(kube, "configmap", "hookgate-default-config", namespace),
-                 timeout=60, what="the gateway's ConfigMap hookgate-default-config")
+        wait_for_blocking(lambda: get(kube, "configmap", "hookgate-default-config", namespace),
+                          timeout=60, what="the gateway's ConfigMap hookgate-default-config")
         for kind, name in CHILDREN:
-            wait_for(lambda k=kind, n=name: get(kube, k, n, namespace), timeout=30,  # type: ignore[misc]
-                     what=f"{kind} {name}")
-        wait_for(lambda: ready(get(kube, "webhookgateway", "default", namespace)), timeout=60,
-                 what="the gateway to be Ready")
+            wait_for_blocking(lambda k=kind, n=name: get(kube, k, n, namespace),  # type: ignore[misc]
+                              timeout=30, what=f"{kind} {name}")
+        wait_for_blocking(lambda: ready(get(kube, "webhookgateway", "default", namespace)),
+                          timeout=60, what="the gateway to be Ready")
         for endpoint in ("local-receiver", "audit"):
-            wait_for(lambda e=endpoint: ready(get(kube, "webhookendpoint", e, namespace)),  # type: ignore[misc]
-                     timeout=30, what=f"endpoint {endpoint} to be Ready")
+            wait_for_blocking(
+                lambda e=endpoint: ready(get(kube, "webhookendpoint", e, namespace)),  # type: ignore[misc]
+                timeout=30, what=f"endpoint {endpoint} to be Ready")
         assert get(kube, "secret", "audit-hookgate-signing", namespace)  # generated
         events = kube.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
         assert "hookgate" in events.lower()
@@ -176,8 +179,8 @@ def test_namespaced_install_runs_the_examples_with_the_charts_own_rbac(
     for crd in CRDS:
         assert get(kube, "crd", crd) is not None, f"{crd} was deleted"
     assert get(kube, "webhookgateway", "default", namespace) is not None
-    wait_for(lambda: get(kube, "deployment", fullname, namespace) is None, timeout=30,
-             what="the operator Deployment to be deleted")
+    wait_for_blocking(lambda: get(kube, "deployment", fullname, namespace) is None, timeout=30,
+                      what="the operator Deployment to be deleted")
     assert get(kube, "role", fullname, namespace) is None
 
 

@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,9 @@ from standardwebhooks.webhooks import Webhook
 
 from hookgate.deliverer.queues.base import Event
 from hookgate.deliverer.queues.factory import open_queue
-from tests.receiver import Recorder, free_port
-from tests.waiting import eventually
+from tests.support.ports import unused_port
+from tests.support.receiver import Recorder
+from tests.support.waiting import wait_for
 
 from .kubeutil import Kube, unique_name
 
@@ -60,7 +61,7 @@ class Operator:
                     "--namespace",
                     namespace,
                     "--liveness",
-                    f"127.0.0.1:{free_port()}",
+                    f"127.0.0.1:{unused_port()}",
                     "--log-format",
                     "text",
                 ],
@@ -97,10 +98,9 @@ def get(kube: Kube, ns: str, kind: str, name: str) -> dict[str, Any] | None:
 
 
 async def until(probe: Any, what: str, timeout: float = 60) -> Any:
-    async def check() -> Any:
-        return await asyncio.to_thread(probe)
-
-    return await eventually(check, timeout=timeout, what=what, interval=0.2)
+    """:func:`wait_for` on a blocking ``probe`` (kubectl), run in a thread."""
+    return await wait_for(lambda: asyncio.to_thread(probe), timeout=timeout, what=what,
+                          interval=0.2)
 
 
 def ready(obj: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -216,14 +216,6 @@ def spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[Recorder]:
-    rec = Recorder()
-    await rec.start()
-    yield rec
-    await rec.stop()
-
-
 def sink(url: str, event_types: list[str]) -> list[dict[str, Any]]:
     """An endpoint on the test's loopback receiver and its subscription."""
     return [{"apiVersion": GROUP, "kind": "WebhookEndpoint", "metadata": {"name": "sink"},
@@ -247,7 +239,7 @@ async def test_local_deliverer_delivers_and_follows_config_changes(
     kubeconfig = service_account_kubeconfig(
         crds, ns, "hookgate-default-deliverer", tmp_path / "deliverer.kubeconfig"
     )
-    port = free_port()
+    port = unused_port()  # on the deliverer's command line
     log = tmp_path / "deliverer.log"
     proc = spawn(["deliverer", "--gateway", f"{ns}/default", "--queue", redis_url,
                   "--listen", f"127.0.0.1:{port}", "--kubeconfig", str(kubeconfig),
@@ -271,7 +263,7 @@ async def test_local_deliverer_delivers_and_follows_config_changes(
                                     ["data"]["routing.json"])  # type: ignore[index]
                 return now if "127.0.0.0/8" in config.get("allowCIDRs", []) else None
 
-            await eventually(allowed, timeout=30, what="the deliverer to be ready")
+            await wait_for(allowed, timeout=30, what="the deliverer to be ready")
 
             async def send(event_type: str) -> str:
                 async with http.post(url + "/v1/events",
@@ -294,7 +286,7 @@ async def test_local_deliverer_delivers_and_follows_config_changes(
                 now = await readyz()
                 return bool(now and now["config"] > first["config"])
 
-            await eventually(reloaded, timeout=30, what="the deliverer to apply the change")
+            await wait_for(reloaded, timeout=30, what="the deliverer to apply the change")
             seconds = time.monotonic() - changed_at
             print(f"config change reached the deliverer in {seconds:.2f}s")
             await send("order.created")  # no longer routed to the sink

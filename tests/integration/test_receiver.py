@@ -14,9 +14,10 @@ from aiohttp import web
 
 from hookgate.receiver import build_receiver_app
 from hookgate.signing import secret_key, signature_header
-from tests.integration.conftest import SECRET, StartGateway, endpoint_yaml, subscription_yaml
-from tests.receiver import free_port
-from tests.waiting import eventually
+from tests.support.gateway import StartGateway
+from tests.support.manifests import SECRET, endpoint_yaml, subscription_yaml
+from tests.support.receiver import bound_port
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture
@@ -25,8 +26,8 @@ async def local_receiver(tmp_path: Path) -> AsyncIterator[tuple[str, io.StringIO
     secrets_file = tmp_path / "generated-secrets.json"
     runner = web.AppRunner(build_receiver_app([SECRET], out, secrets_file=secrets_file))
     await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = bound_port(runner)
     yield f"http://127.0.0.1:{port}", out, secrets_file
     await runner.cleanup()
 
@@ -41,7 +42,7 @@ async def test_receiver_verifies_gateway_deliveries_and_rejects_forgeries(
     async def verified() -> str:
         return out.getvalue() if "signature verified" in out.getvalue() else ""
 
-    text = await eventually(verified, what="the receiver to print a verified delivery")
+    text = await wait_for(verified, what="the receiver to print a verified delivery")
     assert f"webhook-id={event_id}" in text and '"n": 1' in text
     async with aiohttp.ClientSession() as http, http.post(url + "/x", data=b"{}", headers={
             "webhook-id": "forged", "webhook-timestamp": "1",

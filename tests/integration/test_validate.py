@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.invalid_objects import INVALID_OBJECTS
+from tests.support.invalid_objects import INVALID_OBJECTS
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.integration.conftest import StartGateway, endpoint_yaml, subscription_yaml
-from tests.receiver import Recorder
-from tests.waiting import eventually
+from tests.support.gateway import StartGateway
+from tests.support.manifests import endpoint_yaml, subscription_yaml
+from tests.support.receiver import Recorder
+from tests.support.waiting import wait_for
 
 
 def keys_yaml(key: str) -> str:
@@ -30,7 +31,7 @@ async def test_new_api_keys_guard_ingest_admin_and_sources_at_once(
         _, doc = await gw.get("/readyz")
         return int(doc["config"]) if int(doc["config"]) > 1 else 0
 
-    await eventually(version, what="the new config applied")
+    await wait_for(version, what="the new config applied")
     for path in ("/v1/dead-letters", "/v1/endpoints", "/v1/sources"):
         async with gw.http.get(gw.url + path, headers=old) as resp:
             assert resp.status == 401, path

@@ -1,0 +1,210 @@
+"""What only the Redis queue promises: restarts of Redis lose nothing, outages say so clearly,
+several deliverers share one gateway's stream, and dead letters outlive their event."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+import pytest
+import redis.asyncio as aioredis
+
+from hookgate.deliverer.queues.base import (
+    Depth,
+    Event,
+    QueueUnavailable,
+)
+from hookgate.deliverer.queues.factory import open_queue
+from hookgate.deliverer.queues.redis.keys import Keys
+from hookgate.deliverer.queues.redis.queue import RedisQueue, mask_url
+from tests.support.ports import loopback_socket, port_of
+from tests.support.queue_records import event, ok
+from tests.support.redis_server import RedisServer
+
+pytestmark = [pytest.mark.redis, pytest.mark.timeout(60)]
+
+A, B = "shop/a", "shop/b"
+GATEWAY = "shop/default"
+
+Opener = Callable[..., AbstractAsyncContextManager[RedisQueue]]
+
+
+@pytest.fixture
+def opened(redis_url: str) -> Opener:
+    @asynccontextmanager
+    async def opener(url: str = redis_url, **options: float) -> AsyncIterator[RedisQueue]:
+        queue = RedisQueue(url, gateway=GATEWAY, **options)  # type: ignore[arg-type]
+        await queue.open()
+        try:
+            yield queue
+        finally:
+            await queue.close()
+
+    return opener
+
+
+async def test_nothing_is_lost_when_redis_is_killed_and_restarted(
+        redis_server: RedisServer, redis_url: str, opened: Opener) -> None:
+    async with opened() as q:
+        for n in range(1, 6):
+            await q.enqueue(event(n, key=f"k{n}"), [A])
+        done, delayed, dead, leased = await q.fetch(4, wait=1)
+        await q.complete(done, ok(done))
+        await q.retry(delayed, ok(delayed, "retry"), due=time.time() + 3600)
+        await q.bury(dead, ok(dead, "dead"), "Exhausted")
+        before = await q.depth()
+        assert before == Depth(ready=1, delayed=1, dead=1, leased=1)
+
+        redis_server.stop(kill=True)  # a crash: only what AOF has survives
+        redis_server.start()
+
+        # the same instance carries on once Redis is back (its old connections are dead)
+        assert await q.depth() == before
+        assert await q.enqueue(event(9, key="k1"), [A]) == ("evt_1", False)
+        record = await q.event("evt_1")
+        assert record is not None and [a.outcome for a in record.attempts] == ["success"]
+        assert [x.delivery_id for x in await q.dead_letters()] == [dead.id]
+        (fresh,) = await q.fetch(10, wait=1)
+        assert fresh.event.id == "evt_5"
+        await q.complete(leased, ok(leased))  # the lease survived the restart too
+        assert await q.depth() == Depth(ready=0, delayed=1, dead=1, leased=1)
+
+
+async def test_outage_raises_queue_unavailable_and_recovers(
+        redis_server: RedisServer, redis_url: str, opened: Opener) -> None:
+    async with opened() as q:
+        await q.enqueue(event(1), [A])
+        redis_server.stop()
+        try:
+            with pytest.raises(QueueUnavailable) as down:
+                await q.enqueue(event(2), [A])
+            assert str(down.value) == (
+                f"Redis at {redis_url} is unreachable (Connection refused); check that it is "
+                "running and that --queue points at it")
+            with pytest.raises(QueueUnavailable, match="is unreachable"):
+                await q.fetch(10, wait=1)
+            with pytest.raises(QueueUnavailable, match="is unreachable"):
+                await q.depth()
+        finally:
+            redis_server.start()
+        assert await q.enqueue(event(2), [A]) == ("evt_2", True)
+        got = await q.fetch(10, wait=1)
+        assert sorted(d.event.id for d in got) == ["evt_1", "evt_2"]
+
+
+async def test_errors_never_show_the_password() -> None:
+    with loopback_socket() as refusing:  # bound, never listening: connections are refused
+        url = f"redis://hookgate:s3cret@127.0.0.1:{port_of(refusing)}/0?password=s3cret"
+        queue = open_queue(url, gateway=GATEWAY)
+        with pytest.raises(QueueUnavailable) as down:
+            await queue.open()
+    assert "s3cret" not in str(down.value) and "s3cret" not in repr(queue)
+    assert "redis://hookgate:***@127.0.0.1:" in str(down.value)
+    assert mask_url("rediss://:p%40ss@redis.shop:6380/2") == "rediss://:***@redis.shop:6380/2"
+    assert mask_url("redis://redis.shop:6379/0") == "redis://redis.shop:6379/0"
+
+
+async def test_deliverers_share_the_stream_and_each_delivery_goes_to_one(
+        opened: Opener) -> None:
+    async with opened() as one, opened() as two:
+        assert one.consumer != two.consumer
+        for n in range(1, 21):
+            await one.enqueue(event(n), [A])
+        first = await one.fetch(10, wait=1)
+        second = await two.fetch(20, wait=1)
+        assert len(first) == 10 and len(second) == 10
+        assert not {d.id for d in first} & {d.id for d in second}
+
+
+async def test_a_late_holder_cannot_undo_the_reclaimer(opened: Opener) -> None:
+    async with opened() as slow, opened(visibility_timeout=0.2) as fast:
+        await slow.enqueue(event(1), [A])
+        (held,) = await slow.fetch(1, wait=1)
+        (taken,) = await fast.fetch(1, wait=10)  # waits out the lease, then reclaims
+        assert (taken.id, taken.attempt) == (held.id, 1)
+        await slow.bury(held, None, "Gone")  # too late: no effect
+        await slow.complete(held, ok(held))  # but its attempt is logged
+        assert await fast.depth() == Depth(ready=0, delayed=0, dead=0, leased=1)
+        await fast.complete(taken, ok(taken))
+        assert await fast.depth() == Depth(ready=0, delayed=0, dead=0, leased=0)
+        record = await fast.event("evt_1")
+        assert record is not None and len(record.attempts) == 2
+
+
+async def test_dead_letters_stay_replayable_after_their_event_expired(
+        redis_url: str, opened: Opener) -> None:
+    keys = Keys(GATEWAY)
+    async with opened() as q:
+        await q.enqueue(event(1, key="k"), [A, B])
+        for d in await q.fetch(2, wait=1):
+            await q.bury(d, ok(d, "dead"), "Exhausted")
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            assert await client.ttl(keys.event("evt_1")) > 6 * 86400  # retention
+            await client.delete(keys.event("evt_1"))  # as if its TTL ran out
+        finally:
+            await client.aclose()
+        assert await q.event("evt_1") is None
+        assert await q.replay(all=True) == 2
+        got = await q.fetch(10, wait=1)
+        assert sorted(d.endpoint for d in got) == [A, B]
+        assert all(d.event == event(1, key="k") and d.attempt == 1 for d in got)
+        record = await q.event("evt_1")
+        assert record is not None and record.endpoints == (A, B)
+
+
+async def test_a_delivery_whose_event_expired_is_dropped_not_handed_out(
+        redis_url: str, opened: Opener) -> None:
+    keys = Keys(GATEWAY)
+    async with opened() as q:
+        await q.enqueue(event(1), [A, B])
+        await q.enqueue(event(2), [A])
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            await client.delete(keys.event("evt_1"))  # as if its TTL ran out
+            got = await q.fetch(10, wait=1)
+            assert [(d.event.id, d.endpoint) for d in got] == [("evt_2", A)]
+            assert await client.xlen(keys.stream) == 1  # evt_1's entries are gone for good
+        finally:
+            await client.aclose()
+
+
+async def test_a_lease_past_its_byte_budget_loads_the_other_events_itself(
+        opened: Opener) -> None:
+    async with opened(lease_bytes=2500) as q:
+        for n in range(1, 6):
+            await q.enqueue(Event(id=f"evt_{n}", type="t", body=b"%d" % n * 1000,
+                                  accepted_at=1.0), [A, B])
+        got = await q.fetch(100, wait=1)
+        assert len(got) == 10  # all leased at once; the bodies came in two round trips
+        assert all(d.event.body == d.event.id[-1].encode() * 1000 for d in got)
+
+
+async def test_gateways_do_not_see_each_others_deliveries(redis_url: str) -> None:
+    shop = RedisQueue(redis_url, gateway="shop/default")
+    billing = RedisQueue(redis_url, gateway="billing/default")
+    await shop.open()
+    await billing.open()
+    try:
+        await shop.enqueue(event(1), [A])
+        assert await billing.fetch(10, wait=0) == []
+        assert (await billing.depth()).ready == 0
+        assert len(await shop.fetch(10, wait=1)) == 1
+    finally:
+        await shop.close()
+        await billing.close()
+
+
+async def test_a_flushed_redis_gets_its_consumer_group_back(redis_url: str,
+                                                            opened: Opener) -> None:
+    async with opened() as q:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            await client.flushall()  # e.g. a Redis restarted without persistence
+        finally:
+            await client.aclose()
+        await q.enqueue(event(1), [A])
+        (d,) = await q.fetch(10, wait=1)
+        await q.complete(d, ok(d))
+        assert await q.depth() == Depth(ready=0, delayed=0, dead=0, leased=0)

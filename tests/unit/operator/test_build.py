@@ -1,0 +1,118 @@
+"""The operator's pure builders: what a WebhookGateway turns into."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hookgate.model.bundle import GatewayConfig
+from hookgate.model.compiler import Compiled
+from hookgate.model.routing import EndpointConfig, RoutingConfig
+from hookgate.operator.build import build_children, build_endpoint_secret
+
+GATEWAY: dict[str, Any] = {
+    "apiVersion": "hookgate.io/v1alpha1", "kind": "WebhookGateway",
+    "metadata": {"name": "default", "namespace": "shop", "uid": "u-1", "generation": 3},
+    "spec": {"queue": {"redis": {"urlFrom": {"secretKeyRef": {"name": "redis", "key": "url"}}}},
+             "deliverer": {"image": "example/hookgate:test", "concurrency": 64},
+             "autoscaling": {"mode": "Builtin"}},
+}
+CONFIG = GatewayConfig(Compiled(
+    RoutingConfig("shop/default", {"shop/a": EndpointConfig("shop/a", "https://a.example/", 5,
+                                                            (0, 5))}),
+    {"shop/a": ("whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0",)}), ("api-key",))
+
+
+def by_kind(children: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {c["kind"]: c for c in children}
+
+
+def test_every_child_is_owned_by_the_gateway_and_labelled() -> None:
+    children = build_children(GATEWAY, CONFIG, replicas=3)
+    assert sorted(c["kind"] for c in children) == [
+        "ConfigMap", "Deployment", "PodDisruptionBudget", "Role", "RoleBinding", "Secret",
+        "Service", "ServiceAccount"]
+    for child in children:
+        (owner,) = child["metadata"]["ownerReferences"]
+        assert (owner["kind"], owner["uid"], owner["controller"]) == ("WebhookGateway", "u-1",
+                                                                       True)
+        assert child["metadata"]["namespace"] == "shop"
+        assert child["metadata"]["labels"]["hookgate.io/gateway"] == "default"
+
+
+def test_configmap_has_no_secrets_and_secret_has_the_keys() -> None:
+    kinds = by_kind(build_children(GATEWAY, CONFIG, replicas=1))
+    published = "".join(kinds["ConfigMap"]["data"].values())
+    assert "whsec_" not in published and "api-key" not in published
+    assert "https://a.example/" in published
+    assert "whsec_" in kinds["Secret"]["stringData"]["secrets.json"]
+    assert GatewayConfig.from_data(kinds["ConfigMap"]["data"],
+                                   kinds["Secret"]["stringData"]) == CONFIG
+
+
+def test_deliverer_deployment_runs_the_gateway_with_its_queue_and_account() -> None:
+    deployment = by_kind(build_children(GATEWAY, CONFIG, replicas=3))["Deployment"]
+    assert deployment["spec"]["replicas"] == 3
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == "example/hookgate:test"
+    assert container["args"][:3] == ["deliverer", "--gateway", "shop/default"]
+    assert "64" in container["args"]
+    queue = next(e for e in container["env"] if e["name"] == "HOOKGATE_QUEUE")
+    assert queue["valueFrom"]["secretKeyRef"] == {"name": "redis", "key": "url"}
+    assert pod["serviceAccountName"] == "hookgate-default-deliverer"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= \
+        deployment["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_role_reads_only_the_two_published_objects() -> None:
+    role = by_kind(build_children(GATEWAY, CONFIG, replicas=1))["Role"]
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["configmaps"],
+         "resourceNames": ["hookgate-default-config"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["secrets"],
+         "resourceNames": ["hookgate-default-keys"], "verbs": ["get", "list", "watch"]}]
+
+
+def test_keda_mode_adds_a_scaled_object_with_the_same_policy() -> None:
+    gateway = {**GATEWAY, "spec": {**GATEWAY["spec"], "autoscaling": {
+        "mode": "KEDA", "minReplicas": 2, "maxReplicas": 7, "targetBacklogPerReplica": 250,
+        "scaleDownStabilizationSeconds": 120}}}
+    so = by_kind(build_children(gateway, CONFIG, replicas=2))["ScaledObject"]
+    assert (so["spec"]["minReplicaCount"], so["spec"]["maxReplicaCount"]) == (2, 7)
+    (trigger,) = so["spec"]["triggers"]
+    assert trigger["type"] == "redis-streams"
+    assert trigger["metadata"]["lagCount"] == "250"
+    assert trigger["metadata"]["stream"] == "hookgate:{shop/default}:deliveries"
+    behavior = so["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 120
+
+
+def test_generated_endpoint_secret_is_owned_by_the_endpoint() -> None:
+    endpoint = {"apiVersion": "hookgate.io/v1alpha1", "kind": "WebhookEndpoint",
+                "metadata": {"name": "acme", "namespace": "shop", "uid": "e-1"}}
+    secret = build_endpoint_secret(endpoint, "whsec_x")
+    assert secret["metadata"]["name"] == "acme-hookgate-signing"
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == "e-1"
+    assert secret["stringData"] == {"secret": "whsec_x"}
+
+
+def test_published_secret_carries_endpoint_auth_and_source_secrets() -> None:
+    from hookgate.model.compiler import EndpointAuth
+
+    compiled = Compiled(CONFIG.compiled.config, CONFIG.compiled.signing_keys,
+                        endpoint_auth={"shop/a": EndpointAuth(authorization="Bearer t",
+                                                              ca_bundle="PEM")},
+                        source_secrets={"shop/github": {"secret": "s3cret"}})
+    config = GatewayConfig(compiled, ("k",), 1024)
+    assert "s3cret" not in "".join(config.config_data().values())
+    assert GatewayConfig.from_data(config.config_data(), config.secret_data()) == config
+
+
+def test_default_deliverer_image_applies_only_when_the_gateway_names_none() -> None:
+    mirror = "registry.internal/hookgate:0.1.0"
+    named = by_kind(build_children(GATEWAY, CONFIG, 1, mirror))["Deployment"]
+    assert named["spec"]["template"]["spec"]["containers"][0]["image"] == "example/hookgate:test"
+    bare = {**GATEWAY, "spec": {**GATEWAY["spec"], "deliverer": {}}}
+    deployment = by_kind(build_children(bare, CONFIG, 1, mirror))["Deployment"]
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == mirror
