@@ -32,7 +32,9 @@ def test_bench_smoke_writes_well_formed_results(tmp_path: Path) -> None:
     assert r["deliverer_rps"]["sqlite"] > 0
     assert r["ratio"]["sqlite"] == pytest.approx(r["deliverer_rps"]["sqlite"] / r["ceiling_rps"],
                                                  abs=0.001)
-    assert r["cpu_seconds_per_1000"]["sqlite"] > 0
+    # present, but possibly 0: the smoke drain's 10-90 % window can be shorter than one
+    # tick of the process CPU clock (10 ms) on a fast moment of the machine
+    assert r["cpu_seconds_per_1000"]["sqlite"] >= 0
     (drain,) = r["drain"]
     assert drain["unique"] == drain["expected"] == 200  # every delivery arrived, once
     run = r["latency"]["sqlite"]["50"]
