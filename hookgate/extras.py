@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 __all__ = ["MissingExtra", "missing_extra", "require_extra"]
 
 
@@ -18,8 +20,6 @@ def missing_extra(what: str, extra: str, exc: ImportError) -> str:
 
 def require_extra(extra: str, *modules: str, what: str) -> None:
     """Import ``modules`` or raise :class:`MissingExtra` naming ``extra``."""
-    import importlib
-
     for module in modules:
         try:
             importlib.import_module(module)

@@ -94,7 +94,6 @@ class SourceMetrics:
     def __init__(self, metrics: Metrics) -> None:
         r = metrics.registry
         self.gateway = metrics.gateway
-        self.metrics = metrics
         self.up = Gauge("hookgate_source_up",
                         "1 while a broker source is connected and consuming in this process, "
                         "else 0.", ["gateway", "source"], registry=r)
