@@ -7,6 +7,7 @@ through :meth:`Recorder.wait_for`, which wakes on every request: no sleeping, no
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Self
@@ -75,6 +76,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     status: int  # what the recorder answered
+    at: float = 0.0  # time.monotonic() when the request arrived
 
     @property
     def webhook_id(self) -> str:
@@ -83,9 +85,11 @@ class Received:
 
 @dataclass
 class Recorder:
-    """Answers 204 unless told otherwise by :attr:`script` (path -> callable(n) -> status)."""
+    """Answers 204 unless told otherwise by :attr:`script` (path -> callable(n) -> status),
+    with the headers :attr:`reply_headers` gives (path -> callable(n) -> headers)."""
 
     script: dict[str, Callable[[int], int]] = field(default_factory=dict)
+    reply_headers: dict[str, Callable[[int], dict[str, str]]] = field(default_factory=dict)
     delay: dict[str, float] = field(default_factory=dict)
     hang: set[str] = field(default_factory=set)
     received: list[Received] = field(default_factory=list)
@@ -115,6 +119,7 @@ class Recorder:
             await self._runner.cleanup()
 
     async def _handle(self, request: web.Request) -> web.Response:
+        arrived = time.monotonic()
         body = await request.read()
         path = request.path
         n = self._counts[path] = self._counts.get(path, 0) + 1
@@ -125,9 +130,10 @@ class Recorder:
         status = self.script[path](n) if path in self.script else 204
         async with self._changed:
             self.received.append(Received(path, {k.lower(): v for k, v in request.headers.items()},
-                                          body, status))
+                                          body, status, arrived))
             self._changed.notify_all()
-        return web.Response(status=status)
+        headers = self.reply_headers[path](n) if path in self.reply_headers else None
+        return web.Response(status=status, headers=headers)
 
     async def wait_for(self, predicate: Callable[[list[Received]], bool],
                        timeout: float = 10.0, what: str = "deliveries") -> list[Received]:

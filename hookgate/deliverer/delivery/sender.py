@@ -75,6 +75,12 @@ def _ssl_context(auth: EndpointAuth) -> ssl.SSLContext:
     return context
 
 
+def _os_reason(error: OSError) -> str:
+    """What the system said, by its errno ("Connection refused", "No route to host"): the
+    event loop's own text ("Connect call failed ('10.0.0.1', 80)") does not say why."""
+    return os.strerror(error.errno) if error.errno else (error.strerror or str(error))
+
+
 async def _drain(resp: aiohttp.ClientResponse) -> None:
     """Read what is left of a response, up to :data:`DRAIN_LIMIT` bytes, so the connection
     can be reused; past that, close it."""
@@ -199,7 +205,8 @@ class Sender:
                 return Response(None, time.perf_counter() - started, str(exc.os_error),
                                 refused=True)
             return Response(None, time.perf_counter() - started,
-                            f"cannot connect: {exc.os_error.strerror or exc}")
+                            f"cannot connect to {exc.host}:{exc.port}: "
+                            f"{_os_reason(exc.os_error)}")
         except (aiohttp.ClientError, asyncio.IncompleteReadError, OSError) as exc:
             return Response(None, time.perf_counter() - started,
                             f"{type(exc).__name__}: {exc}")
