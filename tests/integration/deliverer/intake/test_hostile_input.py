@@ -1,4 +1,5 @@
-"""Input built to break a parser gets the API's JSON error, is counted, and stores nothing."""
+"""Input built to break a parser gets the API's JSON error, is counted, and stores nothing;
+an inbound webhook met by a dead queue is refused with Retry-After, not lost."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from tests.integration.deliverer.intake.test_inbound import SHARED, github_heade
 from tests.support.gateway import StartGateway
 from tests.support.manifests import endpoint_yaml, subscription_yaml
 from tests.support.receiver import Recorder
+from tests.support.redis_server import RedisServer
+from tests.support.waiting import wait_for
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
 
@@ -45,3 +48,32 @@ async def test_an_inbound_body_nested_too_deep_is_a_clear_400(
                                 headers=github_headers(SHARED, DEEP, "guid-1"))
     assert (status, doc["error"]["code"]) == (400, "invalid_event")
     assert "nests deeper than the parser allows" in doc["error"]["message"]
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("queue_url", ["redis"], indirect=True)
+async def test_an_inbound_webhook_is_refused_with_retry_after_while_the_queue_is_down(
+        start_gateway: StartGateway, receiver: Recorder, redis_server: RedisServer) -> None:
+    source = ("apiVersion: hookgate.io/v1alpha1\nkind: WebhookSource\nmetadata: {name: gh}\n"
+              "spec:\n  verify: {scheme: github, secretRef: {name: gh-secret}}\n---\n"
+              "apiVersion: v1\nkind: Secret\nmetadata: {name: gh-secret}\n"
+              f"stringData: {{secret: {SHARED}}}\n---\n")
+    gw = await start_gateway(source + endpoint_yaml("a", receiver.url("/a"))
+                             + subscription_yaml("all", "a", '["*"]'))
+    body = b'{"zen": "Keep it logically awesome."}'
+    redis_server.stop()
+    async with gw.http.post(gw.url + "/in/default/gh", data=body,
+                            headers=github_headers(SHARED, body, "guid-2")) as resp:
+        assert resp.status == 503
+        assert resp.headers["Retry-After"] == "5"
+        assert (await resp.json())["error"]["code"] == "queue_unavailable"
+    redis_server.start()
+
+    # the provider's retry of the same delivery is accepted once the queue is back
+    async def accepted() -> bool:
+        async with gw.http.post(gw.url + "/in/default/gh", data=body,
+                                headers=github_headers(SHARED, body, "guid-2")) as resp:
+            return resp.status == 202
+
+    await wait_for(accepted, what="the inbound webhook accepted after the restart")
+    await receiver.wait_for(lambda r: len(r) == 1)

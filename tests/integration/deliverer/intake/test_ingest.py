@@ -109,7 +109,9 @@ async def test_a_dead_redis_refuses_events_clearly_and_recovers(
     gw = await start_gateway(endpoint_yaml("a", receiver.url("/a"))
                              + subscription_yaml("all", "a", '["*"]'))
     redis_server.stop()
-    status, doc = await gw.post("/v1/events", {"type": "x", "data": {}})
+    async with gw.http.post(gw.url + "/v1/events", json={"type": "x", "data": {}}) as resp:
+        status, doc = resp.status, await resp.json()
+        assert resp.headers["Retry-After"] == "5"  # when to send it again
     assert status == 503
     assert doc["error"]["code"] == "queue_unavailable"
     assert "unreachable" in doc["error"]["message"] and "send it again" in doc["error"]["message"]
