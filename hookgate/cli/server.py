@@ -92,6 +92,13 @@ def gateway_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grace", type=float, default=float(env("GRACE", "30") or 30),
                    help="seconds in-flight deliveries get to finish on SIGTERM "
                         "[HOOKGATE_GRACE, default: 30]")
+    p.add_argument("--idle-timeout", type=float, default=float(env("IDLE_TIMEOUT", "60") or 60),
+                   help="seconds before a connection with no request under way (idle, or "
+                        "whose request headers never complete) is closed "
+                        "[HOOKGATE_IDLE_TIMEOUT, default: 60]")
+    p.add_argument("--body-timeout", type=float, default=float(env("BODY_TIMEOUT", "30") or 30),
+                   help="seconds a request body may take to arrive before the request gets "
+                        "a 408 [HOOKGATE_BODY_TIMEOUT, default: 30]")
     p.add_argument("--visibility-timeout", type=float,
                    default=float(env("VISIBILITY_TIMEOUT", "0") or 0),
                    help="seconds before a delivery leased by a dead process is handed out "
@@ -136,7 +143,9 @@ def build_gateway(args: argparse.Namespace, queue_url: str, loaded: GatewayConfi
         print(f"error: {exc}", file=sys.stderr)
         return None
     settings = GatewaySettings(host=listen[0], port=listen[1], concurrency=args.concurrency,
-                               grace=args.grace, extra_allow_cidrs=extra_allow_cidrs)
+                               grace=args.grace, idle_timeout=args.idle_timeout,
+                               body_timeout=args.body_timeout,
+                               extra_allow_cidrs=extra_allow_cidrs)
     return Gateway.create(queue, loaded, settings)
 
 

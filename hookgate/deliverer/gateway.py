@@ -35,6 +35,10 @@ __all__ = ["Gateway", "GatewaySettings", "settle_heap"]
 
 log = logging.getLogger("hookgate.gateway")
 
+#: Seconds the server goes on reading (and dropping) a body it answered without reading,
+#: so the client sees the answer (413, 408) instead of a reset; aiohttp's default is 10.
+LINGER = 2.0
+
 
 @dataclass
 class GatewaySettings:
@@ -44,6 +48,12 @@ class GatewaySettings:
     grace: float = 30.0  # seconds in-flight deliveries get to finish on SIGTERM
     retention: float = 7 * 24 * 3600  # how long the attempt log keeps finished events
     idempotency_ttl: float = DEFAULT_IDEMPOTENCY_TTL
+    # A connection with no request under way (idle between requests, or whose request
+    # headers never complete) is closed after idle_timeout seconds; a request body that has
+    # not all arrived after body_timeout seconds gets a 408. Slow clients cannot hold
+    # connections open for as long as they like.
+    idle_timeout: float = 60.0
+    body_timeout: float = 30.0
     # SSRF guard exceptions on top of the gateway's network.allowCIDRs (`hookgate run`
     # allows loopback, so a local receiver works)
     extra_allow_cidrs: tuple[str, ...] = ()
@@ -79,10 +89,11 @@ class Gateway:
         app = web.Application(client_max_size=1024 * 1024, middlewares=[internal_errors])
         add_health_routes(app, queue=self.queue, live=self.live, metrics=self.metrics,
                           ready=lambda: self.ready)
+        body_timeout = self.settings.body_timeout
         add_ingest_routes(app, admission=self.admission, live=self.live, metrics=self.metrics,
-                          clock=self.clock)
+                          body_timeout=body_timeout, clock=self.clock)
         add_inbound_routes(app, admission=self.admission, live=self.live,
-                           metrics=self.metrics, clock=self.clock)
+                           metrics=self.metrics, body_timeout=body_timeout, clock=self.clock)
         add_admin_routes(app, queue=self.queue, live=self.live,
                          endpoint_states=self.endpoint_states, resume=self.dispatcher.resume)
         self.sources.add_routes(app)
@@ -124,7 +135,9 @@ class Gateway:
         await self.queue.open()
         await self.sender.open()
         self._runner = web.AppRunner(self.build_app(), access_log=None,
-                                     shutdown_timeout=self.settings.grace)
+                                     shutdown_timeout=self.settings.grace,
+                                     keepalive_timeout=self.settings.idle_timeout,
+                                     lingering_time=LINGER)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
         try:

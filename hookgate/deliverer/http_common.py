@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 from collections.abc import Awaitable, Callable, Collection
@@ -9,8 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["QUEUE_RETRY_AFTER", "check_api_key", "error_response", "internal_errors",
-           "read_body"]
+__all__ = ["QUEUE_RETRY_AFTER", "BodyStalled", "check_api_key", "error_response",
+           "internal_errors", "read_body", "stalled_response"]
 
 log = logging.getLogger("hookgate.http")
 
@@ -25,21 +26,39 @@ def error_response(status: int, code: str, message: str, **extra: Any) -> web.Re
                              status=status, headers=headers)
 
 
-async def read_body(request: web.Request, limit: int) -> bytes | None:
+class BodyStalled(Exception):
+    """The client did not send the whole body within the gateway's body timeout."""
+
+
+async def read_body(request: web.Request, limit: int, deadline: float) -> bytes | None:
     """The whole body, or None when it is larger than ``limit`` bytes: a declared
     ``Content-Length`` over the limit is refused before reading, a chunked body once it
-    passes the limit. (``content.read(n)`` returns only what has arrived so far: a chunked
-    upload would be cut short.)"""
+    passes the limit. :class:`BodyStalled` when it has not all arrived within ``deadline``
+    seconds, so a client that stops sending cannot hold a connection and a handler.
+    (``content.read(n)`` returns only what has arrived so far: a chunked upload would be
+    cut short.)"""
     if (request.content_length or 0) > limit:
         return None
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(deadline):
+            async for chunk in request.content.iter_any():
+                size += len(chunk)
+                if size > limit:
+                    return None
+                chunks.append(chunk)
+    except TimeoutError:
+        raise BodyStalled(f"the body did not arrive within {deadline:g}s") from None
     return b"".join(chunks)
+
+
+def stalled_response(error: BodyStalled) -> web.Response:
+    """The 408 for a stalled body; the connection is closed after it."""
+    response = error_response(408, "request_timeout",
+                              f"{error}; send the whole request without pausing")
+    response.force_close()
+    return response
 
 
 def check_api_key(request: web.Request, keys: Collection[str]) -> web.Response | None:

@@ -41,7 +41,8 @@ async def start_gateway(tmp_path: Path, queue_url: str) -> AsyncIterator[StartGa
     running: list[tuple[Running, asyncio.Task[None]]] = []
 
     async def start(manifests: str, *, concurrency: int = 32, grace: float = 5.0,
-                    visibility_timeout: float = 10.0, allow_loopback: bool = True) -> Running:
+                    visibility_timeout: float = 10.0, allow_loopback: bool = True,
+                    idle_timeout: float = 60.0, body_timeout: float = 30.0) -> Running:
         config_dir = tmp_path / "config"
         config_dir.mkdir(exist_ok=True)
         (config_dir / "manifests.yaml").write_text(manifests)
@@ -52,6 +53,7 @@ async def start_gateway(tmp_path: Path, queue_url: str) -> AsyncIterator[StartGa
                            visibility_timeout=visibility_timeout)
         # like `hookgate run`, which allows loopback so local receivers work
         settings = GatewaySettings(port=0, concurrency=concurrency, grace=grace,
+                                   idle_timeout=idle_timeout, body_timeout=body_timeout,
                                    extra_allow_cidrs=LOOPBACK_CIDRS if allow_loopback else ())
         gateway = Gateway.create(queue, loaded, settings)
         await gateway.start()

@@ -26,7 +26,12 @@ from aiohttp import web
 
 from hookgate.deliverer.config.live import LiveConfig, Snapshot
 from hookgate.deliverer.headers import RESERVED
-from hookgate.deliverer.http_common import error_response, read_body
+from hookgate.deliverer.http_common import (
+    BodyStalled,
+    error_response,
+    read_body,
+    stalled_response,
+)
 from hookgate.deliverer.intake.admission import Admission
 from hookgate.deliverer.intake.event import (
     EVENT_TYPE_PATTERN,
@@ -140,7 +145,8 @@ def kept_headers(source: SourceConfig, headers: Any) -> tuple[tuple[str, str], .
 
 
 def add_inbound_routes(app: web.Application, *, admission: Admission, live: LiveConfig,
-                       metrics: Metrics, clock: Callable[[], float] = time.time) -> None:
+                       metrics: Metrics, body_timeout: float = 30.0,
+                       clock: Callable[[], float] = time.time) -> None:
     """Serve the paths of the live config's sources (as a middleware: paths change live)."""
     gw = metrics.gateway
     index: dict[str, Any] = {"version": None, "paths": {}}
@@ -172,7 +178,11 @@ def add_inbound_routes(app: web.Application, *, admission: Admission, live: Live
     async def receive(request: web.Request, snap: Snapshot, source: SourceConfig
                       ) -> web.Response:
         limit = snap.max_body_bytes
-        raw = await read_body(request, limit)
+        try:
+            raw = await read_body(request, limit, body_timeout)
+        except BodyStalled as exc:
+            refuse(source, "timeout")
+            return stalled_response(exc)
         if raw is None:
             refuse(source, "too_large")
             return error_response(

@@ -9,7 +9,13 @@ from collections.abc import Callable
 from aiohttp import web
 
 from hookgate.deliverer.config.live import LiveConfig
-from hookgate.deliverer.http_common import check_api_key, error_response, read_body
+from hookgate.deliverer.http_common import (
+    BodyStalled,
+    check_api_key,
+    error_response,
+    read_body,
+    stalled_response,
+)
 from hookgate.deliverer.intake.admission import Admission
 from hookgate.deliverer.intake.event import BadEvent, build_event, parse_ingest
 from hookgate.deliverer.metrics import Metrics
@@ -21,7 +27,8 @@ log = logging.getLogger("hookgate.ingest")
 
 
 def add_ingest_routes(app: web.Application, *, admission: Admission, live: LiveConfig,
-                      metrics: Metrics, clock: Callable[[], float] = time.time) -> None:
+                      metrics: Metrics, body_timeout: float = 30.0,
+                      clock: Callable[[], float] = time.time) -> None:
     gw = metrics.gateway
 
     async def post_event(request: web.Request) -> web.Response:
@@ -30,7 +37,11 @@ def add_ingest_routes(app: web.Application, *, admission: Admission, live: LiveC
         if denied is not None:
             metrics.events_rejected.labels(gw, "auth").inc()
             return denied
-        raw = await read_body(request, snap.max_body_bytes)
+        try:
+            raw = await read_body(request, snap.max_body_bytes, body_timeout)
+        except BodyStalled as exc:
+            metrics.events_rejected.labels(gw, "timeout").inc()
+            return stalled_response(exc)
         if raw is None:
             metrics.events_rejected.labels(gw, "too_large").inc()
             return error_response(
