@@ -341,9 +341,13 @@ class SQLiteQueue:
             self._conn = None
 
     def _unavailable(self, what: str, error: BaseException) -> QueueUnavailable:
-        return QueueUnavailable(
-            f"SQLite queue {self.path}: {what} failed ({error}); check free disk space and "
-            "that --data-dir is writable")
+        if isinstance(error, sqlite3.DatabaseError) and any(
+                words in str(error) for words in ("not a database", "malformed")):
+            hint = ("the file is not a Hookgate queue or is damaged: move it aside (its events "
+                    "are then no longer delivered) or choose another --data-dir")
+        else:
+            hint = "check free disk space and that --data-dir is writable"
+        return QueueUnavailable(f"SQLite queue {self.path}: {what} failed ({error}); {hint}")
 
     # -- the queue thread -----------------------------------------------------------------
 
