@@ -59,7 +59,11 @@ async def start_gateway(tmp_path: Path, queue_url: str) -> AsyncIterator[StartGa
         await gateway.start()
 
         run = Running(gateway, files, aiohttp.ClientSession())
-        watcher = asyncio.create_task(files.watch(gateway.apply, run.rejected.append))
+        def reject(error: Exception) -> None:  # as `hookgate run` does, and recorded
+            gateway.reject(error)
+            run.rejected.append(error)
+
+        watcher = asyncio.create_task(files.watch(gateway.apply, reject))
         running.append((run, watcher))
         return run
 

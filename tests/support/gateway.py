@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from hookgate.deliverer.config.files import FileConfig
 from hookgate.deliverer.gateway import Gateway
@@ -59,6 +60,18 @@ class Running:
             return found if len(found) >= count else []
 
         return await wait_for(logged, what=f"{count} attempts of {event_id} in the log")
+
+
+    async def metric(self, name: str, **labels: str) -> float | None:
+        """The value of sample ``name`` with these labels (the gateway's own label is
+        added) in ``GET /metrics``, parsed by prometheus_client; None when absent."""
+        _, text = await self.get("/metrics")
+        wanted = {"gateway": self.gateway.metrics.gateway, **labels}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == wanted:
+                    return float(sample.value)
+        return None
 
 
 StartGateway = Callable[..., Awaitable[Running]]

@@ -39,3 +39,27 @@ async def test_new_api_keys_guard_ingest_admin_and_sources_at_once(
             assert resp.status == 200, path
     assert (await gw.post("/v1/events", {"type": "x", "data": {}}, headers=old))[0] == 401
     assert (await gw.post("/v1/events", {"type": "x", "data": {}}, headers=new))[0] == 202
+
+
+async def test_config_reloads_are_counted_and_an_invalid_change_keeps_the_running_config(
+        start_gateway: StartGateway, receiver: Recorder, tmp_path: Path) -> None:
+    rest = endpoint_yaml("a", receiver.url("/a")) + subscription_yaml("all", "a", '["*"]')
+    gw = await start_gateway(keys_yaml("k1") + rest)
+    manifests = tmp_path / "config" / "manifests.yaml"
+
+    async def metric(result: str, value: str) -> bool:
+        _, text = await gw.get("/metrics")
+        return (f'hookgate_config_reloads_total{{gateway="default/default",result="{result}"}} '
+                f"{value}") in text
+
+    manifests.write_text(keys_yaml("k2") + rest)
+    await wait_for(lambda: metric("ok", "1.0"), what="one reload counted ok")
+    manifests.write_text(keys_yaml("k3") + rest.replace("eventTypes:", "eventTypez:"))
+    await wait_for(lambda: metric("error", "1.0"), what="the invalid change counted as error")
+    assert gw.rejected, "the invalid change was not reported"
+    # the running config is the last valid one
+    assert (await gw.post("/v1/events", {"type": "x", "data": {}},
+                          headers={"Authorization": "Bearer k2"}))[0] == 202
+    assert (await gw.post("/v1/events", {"type": "x", "data": {}},
+                          headers={"Authorization": "Bearer k3"}))[0] == 401
+    assert await metric("ok", "1.0")

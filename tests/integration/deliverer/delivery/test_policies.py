@@ -159,7 +159,8 @@ async def test_circuit_opens_waits_then_a_trial_closes_it(start_gateway: StartGa
     await wait_for(lambda: _circuit(gw, "flaky", "Closed"), what="the circuit to close")
     attempts = await gw.attempts(event_id, 4)
     assert [a["status"] for a in attempts] == [500, 500, 500, 204]  # no waits counted
-    assert gw.gateway.dispatcher.postponements[("default/flaky", "circuit_open")] > 0
+    assert (await gw.metric("hookgate_deliveries_postponed_total", endpoint="default/flaky",
+                            reason="circuit_open") or 0) > 0
 
 
 async def _circuit(gw: Running, name: str, wanted: str) -> dict[str, Any] | None:
@@ -190,9 +191,12 @@ async def test_gone_pauses_the_endpoint_until_resumed(start_gateway: StartGatewa
     second = await gw.send("order.created")
 
     async def held() -> bool:
-        return gw.gateway.dispatcher.postponements[("default/gone", "paused")] > 0
+        count = await gw.metric("hookgate_deliveries_postponed_total", endpoint="default/gone",
+                                reason="paused")
+        return (count or 0) > 0
 
     await wait_for(held, what="the second delivery to be held back")
+    assert await gw.metric("hookgate_endpoint_paused", endpoint="default/gone") == 1.0
     assert [r.webhook_id for r in receiver.on("/gone")] == [first]
     gone = False
     resumed = await run_hookgate("endpoints", "resume", "gone", "--url", gw.url)
@@ -201,6 +205,7 @@ async def test_gone_pauses_the_endpoint_until_resumed(start_gateway: StartGatewa
     assert "default/gone  active  circuit=Closed" in listed.stdout
     await receiver.wait_for(lambda r: any(x.webhook_id == second for x in r), timeout=20,
                             what="the held delivery after resume")
+    assert await gw.metric("hookgate_endpoint_paused", endpoint="default/gone") == 0.0
     ops = await receiver.wait_for(lambda r: len([x for x in r if x.path == "/ops"]) == 3)
     types = [json.loads(r.body)["type"] for r in ops if r.path == "/ops"]
     assert sorted(types) == ["hookgate.delivery.exhausted", "hookgate.endpoint.paused",

@@ -143,3 +143,25 @@ async def test_a_chunked_body_is_read_whole(start_gateway: StartGateway,
         assert resp.status == 202, await resp.text()
     (got,) = await receiver.wait_for(lambda r: len(r) == 1)
     assert json.loads(got.body)["data"] == payload
+
+
+async def test_a_chunked_body_over_the_limit_is_refused_without_reading_it_all(
+        start_gateway: StartGateway, receiver: Recorder) -> None:
+    gw = await start_gateway(endpoint_yaml("a", receiver.url("/a"))
+                             + subscription_yaml("all", "a", '["*"]'))
+    sent = 0
+
+    async def endless() -> AsyncIterator[bytes]:
+        nonlocal sent
+        yield b'{"type": "big", "data": "'
+        for _ in range(4096):  # bounded: 256 MiB at most
+            sent += 65536
+            yield b"x" * 65536
+
+    async with gw.http.post(gw.url + "/v1/events", data=endless(),
+                            headers={"Content-Type": "application/json"}) as resp:
+        assert resp.status == 413
+        doc = await resp.json()
+    assert doc["error"]["code"] == "body_too_large" and "262144 bytes" in doc["error"]["message"]
+    assert sent < 64 * 1024 * 1024, sent  # the gateway stopped reading near the limit
+    assert receiver.received == []
