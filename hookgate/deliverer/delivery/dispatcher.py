@@ -12,8 +12,8 @@ worker held):
    saturated, so an endpoint hanging until its timeout costs little queue traffic while a
    busy healthy one is rechecked every 50-100 ms;
 4. rate limit (:mod:`~hookgate.deliverer.delivery.rate_limit`): GCRA per endpoint, shared through
-   Redis; refused deliveries are spaced one emission interval apart locally, so a backlog
-   comes back at the allowed rate instead of all at once.
+   Redis; a delivery that may not go yet books the next slot and comes back then, so a
+   backlog comes back at the allowed rate, in order, instead of all at once.
 
 After an attempt: 2xx completes; 410 buries the delivery (Gone) and pauses the endpoint; a
 refused address (SSRF guard) buries it at once (AddressRefused); other failures retry on
@@ -113,7 +113,6 @@ class Dispatcher:
         self.paused: dict[str, PausedEndpoint] = {}  # runtime pauses, as last read
         self.postponements: Counter[tuple[str, str]] = Counter()  # (endpoint, reason)
         self._saturated_since: dict[str, float] = {}
-        self._rate_next: dict[str, float] = {}  # next free local slot of a limited endpoint
         self._failing_since: dict[str, float] = {}  # first failure of an unbroken run
 
     # -- runtime state -------------------------------------------------------------------
@@ -343,10 +342,9 @@ class Dispatcher:
                 await self._postpone(d, now + delay * (1 + self.rng.random()), "saturated")
                 return
             if endpoint.rate_limit is not None:
-                wait = await self.limiter.acquire(d.endpoint, endpoint.rate_limit)
-                if wait > 0:
-                    await self._postpone(d, self._rate_slot(d.endpoint, endpoint, now + wait),
-                                         "rate_limited")
+                wait = await self.limiter.acquire(d.endpoint, endpoint.rate_limit, d.id)
+                if wait > 0:  # its slot is booked: it comes back then
+                    await self._postpone(d, self.clock() + wait, "rate_limited")
                     return
             trial, admitted = admitted, None  # from here _attempt reports to the circuit
             await self._attempt(d, endpoint, snap.keys.get(d.endpoint, ()),
@@ -360,14 +358,6 @@ class Dispatcher:
         finally:
             if admitted is not None:  # let through as a trial, but not attempted after all
                 admitted.cancel()
-
-    def _rate_slot(self, key: str, endpoint: EndpointConfig, allowed_at: float) -> float:
-        """When a rate-limited delivery should come back: the allowed time, or the next
-        local slot one emission interval after the previous postponed one, if later."""
-        assert endpoint.rate_limit is not None
-        due = max(allowed_at, self._rate_next.get(key, 0.0))
-        self._rate_next[key] = due + 1.0 / endpoint.rate_limit.per_second
-        return due
 
     async def _check_auto_disable(self, endpoint: EndpointConfig, now: float) -> None:
         since = self._failing_since.get(endpoint.key)

@@ -1,16 +1,24 @@
 """Per-endpoint rate limits: GCRA (the generic cell rate algorithm, a leaky bucket in one
-number), in-process on the embedded queue and in Redis for a pool of deliverers.
+number) with reservations, in-process on the embedded queue and in Redis for a pool of
+deliverers.
 
 GCRA keeps one value per endpoint, the theoretical arrival time ``tat``. With emission
-interval ``T = 1 / perSecond`` a delivery is allowed at ``now`` when
-``tat - now <= (burst - 1) * T``; it then moves ``tat`` to ``max(tat, now) + T``. So
-``burst`` deliveries may go out at once, then one every ``T``. A refusal says when the next
-one is allowed, and the dispatcher postpones the delivery to then: it waits, it never fails,
-and no attempt is counted.
+interval ``T = 1 / perSecond`` a delivery arriving at ``now`` gets the slot
+``max(now, max(tat, now) + T - burst * T)`` and moves ``tat`` on by ``T``. So ``burst``
+deliveries may go out at once, then one every ``T``.
 
-On Redis the check-and-update is one Lua script, so every deliverer sharing the queue shares
-the limit exactly. Times come from the deliverers' clocks (as everywhere in the Redis queue,
-they must be synchronised, e.g. by NTP).
+A delivery whose slot lies ahead keeps it: the slot is booked under the delivery's id, the
+dispatcher postpones the delivery to it (it waits, it never fails, no attempt is counted),
+and when the delivery comes back it goes at once, without taking another slot. Every slot is
+used by the delivery it was booked for, however late the queue hands it back, so a backlog
+drains at the configured rate; before, a refusal booked nothing, and a delivery that came
+back a moment before a late predecessor was refused again and sent behind the backlog,
+which drained a limited endpoint at about half its rate. A booked slot that is never used
+(the endpoint was paused, the process died) is lost: the limit errs on the slow side.
+
+On Redis the decision and the booking are one Lua script, so every deliverer sharing the
+queue shares the limit and the bookings exactly. Times come from the deliverers' clocks (as
+everywhere in the Redis queue, they must be synchronised, e.g. by NTP).
 """
 
 from __future__ import annotations
@@ -24,22 +32,23 @@ from hookgate.model.routing import RateLimitConfig
 
 __all__ = ["LocalRateLimiter", "RateLimiter", "RedisRateLimiter", "gcra", "limiter_for"]
 
+#: A slot this close ahead counts as now (clock steps, float rounding).
+_EPSILON = 1e-6
+
 
 def gcra(tat: float | None, now: float, limit: RateLimitConfig) -> tuple[float, float]:
-    """One GCRA decision: ``(wait, new_tat)``. ``wait`` is 0 when allowed (then ``new_tat``
-    is the value to store), otherwise the seconds until it would be (``new_tat == tat``)."""
+    """One GCRA booking: ``(slot, new_tat)``: when the next delivery may go (``now`` or
+    later) and the ``tat`` to store once it is booked."""
     interval = 1.0 / limit.per_second
     base = max(tat if tat is not None else now, now)
-    allowed_at = base + interval - limit.burst * interval
-    if allowed_at <= now + 1e-9:
-        return 0.0, base + interval
-    return allowed_at - now, base if tat is not None else now
+    return max(now, base + interval - limit.burst * interval), base + interval
 
 
 class RateLimiter(Protocol):
-    async def acquire(self, endpoint: str, limit: RateLimitConfig) -> float:
-        """Take one delivery's share of ``endpoint``'s rate: 0 if it may go now, otherwise
-        the seconds to wait before asking again (nothing was taken)."""
+    async def acquire(self, endpoint: str, limit: RateLimitConfig, delivery: str) -> float:
+        """Take ``delivery``'s share of ``endpoint``'s rate: 0 if it may go now, otherwise
+        the seconds until its booked slot. Asking again for the same delivery returns its
+        slot (0 once it has come) and books nothing more."""
         ...
 
 
@@ -49,48 +58,69 @@ class LocalRateLimiter:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self._tat: dict[str, float] = {}
+        self._booked: dict[str, float] = {}  # delivery id -> its slot
 
-    async def acquire(self, endpoint: str, limit: RateLimitConfig) -> float:
-        return self.take(endpoint, limit)
+    async def acquire(self, endpoint: str, limit: RateLimitConfig, delivery: str) -> float:
+        return self.take(endpoint, limit, delivery)
 
-    def take(self, endpoint: str, limit: RateLimitConfig) -> float:
+    def take(self, endpoint: str, limit: RateLimitConfig, delivery: str) -> float:
         now = self.clock()
-        wait, tat = gcra(self._tat.get(endpoint), now, limit)
-        if wait == 0.0:
-            self._tat[endpoint] = tat
-        return wait
+        slot = self._booked.get(delivery)
+        if slot is None:
+            slot, self._tat[endpoint] = gcra(self._tat.get(endpoint), now, limit)
+            if slot <= now + _EPSILON:
+                return 0.0
+            if len(self._booked) >= 100_000:  # slots of deliveries that never came back
+                cutoff = now - 3600.0
+                self._booked = {k: v for k, v in self._booked.items() if v > cutoff}
+            self._booked[delivery] = slot
+        if slot <= now + _EPSILON:
+            del self._booked[delivery]
+            return 0.0
+        return slot - now
 
 
-# KEYS limit key; ARGV now, interval, burst. Returns the wait in seconds as a string.
+# KEYS limit key, booking key of the delivery; ARGV now, interval, burst. Returns the wait in
+# seconds as a string ('0': go now). A booking lives until a minute after its slot.
 _GCRA = """
 local now = tonumber(ARGV[1])
+local booked = redis.call('GET', KEYS[2])
+if booked then
+  booked = tonumber(booked)
+  if booked <= now + 1e-6 then
+    redis.call('DEL', KEYS[2])
+    return '0'
+  end
+  return string.format('%.6f', booked - now)
+end
 local interval = tonumber(ARGV[2])
 local burst = tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1]) or ARGV[1])
 if tat < now then tat = now end
-local allowed_at = tat + interval - burst * interval
-if allowed_at <= now + 1e-9 then
-  local new_tat = tat + interval
-  redis.call('SET', KEYS[1], string.format('%.6f', new_tat),
-             'PX', math.ceil((new_tat - now) * 1000) + 1000)
-  return '0'
-end
-return string.format('%.6f', allowed_at - now)
+local slot = tat + interval - burst * interval
+if slot < now then slot = now end
+local new_tat = tat + interval
+redis.call('SET', KEYS[1], string.format('%.6f', new_tat),
+           'PX', math.ceil((new_tat - now) * 1000) + 1000)
+if slot <= now + 1e-6 then return '0' end
+redis.call('SET', KEYS[2], string.format('%.6f', slot),
+           'PX', math.ceil((slot - now) * 1000) + 60000)
+return string.format('%.6f', slot - now)
 """
 
 
 class RedisRateLimiter:
-    """GCRA in Redis, shared by every deliverer of a gateway (key name from
+    """GCRA with bookings in Redis, shared by every deliverer of a gateway (key names from
     ``queues.redis.keys``)."""
 
     def __init__(self, queue: Any, clock: Callable[[], float] = time.time) -> None:
         self.queue = queue  # a RedisQueue: its connection, key names and script batching
         self.clock = clock
 
-    async def acquire(self, endpoint: str, limit: RateLimitConfig) -> float:
-        key = self.queue.keys.rate_limit(endpoint)
+    async def acquire(self, endpoint: str, limit: RateLimitConfig, delivery: str) -> float:
+        keys = [self.queue.keys.rate_limit(endpoint), self.queue.keys.rate_booking(delivery)]
         args = [repr(self.clock()), repr(1.0 / limit.per_second), limit.burst]
-        result = await self.queue.run_script("rate limiting", _GCRA, [key], args)
+        result = await self.queue.run_script("rate limiting", _GCRA, keys, args)
         return float(result)
 
 

@@ -100,3 +100,7 @@ class Keys:
 
     def rate_limit(self, endpoint: str) -> str:
         return f"{self.base}:ratelimit:{endpoint}"
+
+    def rate_booking(self, delivery: str) -> str:
+        """A rate-limit slot booked for one delivery (see delivery/rate_limit.py)."""
+        return f"{self.base}:ratebooking:{delivery}"
