@@ -77,7 +77,10 @@ def _ssl_context(auth: EndpointAuth) -> ssl.SSLContext:
 
 def _os_reason(error: OSError) -> str:
     """What the system said, by its errno ("Connection refused", "No route to host"): the
-    event loop's own text ("Connect call failed ('10.0.0.1', 80)") does not say why."""
+    event loop's own text ("Connect call failed ('10.0.0.1', 80)") does not say why. TLS
+    failures keep their own text ("certificate verify failed: ...")."""
+    if isinstance(error, ssl.SSLError):  # its errno is OpenSSL's, its text says it all
+        return error.strerror or str(error)
     return os.strerror(error.errno) if error.errno else (error.strerror or str(error))
 
 
