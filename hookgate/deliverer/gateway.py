@@ -88,7 +88,7 @@ class Gateway:
         # config), with a clear error; aiohttp's limit only guards the admin routes.
         app = web.Application(client_max_size=1024 * 1024, middlewares=[internal_errors])
         add_health_routes(app, queue=self.queue, live=self.live, metrics=self.metrics,
-                          ready=lambda: self.ready)
+                          ready=lambda: self.ready, writable=self.admission.writable)
         body_timeout = self.settings.body_timeout
         add_ingest_routes(app, admission=self.admission, live=self.live, metrics=self.metrics,
                           body_timeout=body_timeout, clock=self.clock)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -18,7 +18,11 @@ log = logging.getLogger("hookgate.health")
 
 
 def add_health_routes(app: web.Application, *, queue: Queue, live: LiveConfig,
-                      metrics: Metrics, ready: Callable[[], bool]) -> None:
+                      metrics: Metrics, ready: Callable[[], bool],
+                      writable: Callable[[], Awaitable[None]]) -> None:
+    """``writable`` raises ``QueueUnavailable`` while the queue refuses writes (a full disk,
+    Redis out of memory): readiness then fails, so load balancers send events elsewhere
+    instead of to a gateway that can only answer 503."""
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
@@ -29,6 +33,11 @@ def add_health_routes(app: web.Application, *, queue: Queue, live: LiveConfig,
             await queue.depth()
         except QueueUnavailable as exc:
             return error_response(503, "queue_unavailable", str(exc))
+        try:
+            await writable()
+        except QueueUnavailable as exc:
+            return error_response(503, "queue_unwritable",
+                                  f"the queue refuses writes, so events are refused: {exc}")
         return web.json_response({"status": "ready", "config": live.current.version})
 
     async def get_metrics(request: web.Request) -> web.Response:

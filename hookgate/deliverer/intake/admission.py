@@ -19,7 +19,7 @@ from typing import Any
 
 from hookgate.deliverer.config.live import LiveConfig, Snapshot
 from hookgate.deliverer.metrics import Metrics
-from hookgate.deliverer.queues.base import Event, Queue
+from hookgate.deliverer.queues.base import Event, Queue, QueueUnavailable
 from hookgate.model.expressions import activation
 from hookgate.model.routing import Route
 
@@ -77,15 +77,29 @@ class Admission:
         self.live = live
         self.metrics = metrics
         self.idempotency_ttl = idempotency_ttl
+        #: Why the last write was refused, until a write succeeds again (for readiness).
+        self.refused: QueueUnavailable | None = None
+
+    async def writable(self) -> None:
+        """Raise :class:`QueueUnavailable` while the queue refuses writes: after a refused
+        admission, until a probe write (or an admission) succeeds."""
+        if self.refused is not None:
+            await self.queue.probe_write()
+            self.refused = None
 
     async def admit(self, event: Event, data: Any, snapshot: Snapshot | None = None
                     ) -> Admitted:
         """Route ``event`` (``data`` is its parsed payload, for filters) on ``snapshot``
         (default: the current one) and enqueue it; raises ``QueueUnavailable``."""
         route = route_event(snapshot or self.live.current, self.metrics, event, data)
-        event_id, created = await self.queue.enqueue(
-            event, route.endpoints, idempotency_ttl=self.idempotency_ttl,
-            ordering_keys=route.ordering_keys)
+        try:
+            event_id, created = await self.queue.enqueue(
+                event, route.endpoints, idempotency_ttl=self.idempotency_ttl,
+                ordering_keys=route.ordering_keys)
+        except QueueUnavailable as exc:
+            self.refused = exc
+            raise
+        self.refused = None
         if created:
             self.metrics.events_ingested.labels(self.metrics.gateway,
                                                 event.source or "api").inc()

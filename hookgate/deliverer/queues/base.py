@@ -207,6 +207,12 @@ class Queue(Protocol):
 
     async def depth(self) -> Depth: ...
 
+    async def probe_write(self) -> None:
+        """Make one small durable write (a row or key of its own, overwritten each time);
+        raises :class:`QueueUnavailable` when the queue cannot take writes now (a full disk,
+        Redis out of memory or read-only). Readiness asks it while events are refused."""
+        ...
+
     async def event(self, event_id: str) -> EventRecord | None:
         """The event with its endpoints and attempt log, while retained."""
         ...

@@ -71,6 +71,8 @@ _PURGE_CHUNK = 1000
 #: hex inside JSON, so a batch of large events must not become hundreds of megabytes.
 LEASE_BYTES = 8 * 1024 * 1024
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+#: Bytes :meth:`SQLiteQueue.probe_write` writes: a typical event with its deliveries.
+_PROBE_BYTES = 64 * 1024
 
 # ``avail_at`` is the one ordering column: when a ready row became ready, when a delayed row
 # is due, when a leased row's lease expires. Fetch takes the oldest rows with avail_at <= now,
@@ -133,6 +135,12 @@ CREATE TABLE IF NOT EXISTS attempts (
     outcome TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS attempts_event ON attempts(event_id, seq);
+
+CREATE TABLE IF NOT EXISTS write_probe (
+    id INTEGER PRIMARY KEY,           -- one row, rewritten by probe_write
+    at REAL NOT NULL,
+    pad BLOB                          -- as large as an ordinary event
+);
 
 CREATE TABLE IF NOT EXISTS paused_endpoints (
     endpoint TEXT PRIMARY KEY,
@@ -751,6 +759,15 @@ class SQLiteQueue:
         if count:
             self._wake()
         return count
+
+    async def probe_write(self) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            # as much as an ordinary event writes: a disk with room for the probe but not
+            # for an event would otherwise look writable
+            conn.execute("INSERT OR REPLACE INTO write_probe (id, at, pad) "
+                         "VALUES (1, ?, zeroblob(?))", (self._clock(), _PROBE_BYTES))
+
+        await self._run(op)
 
     async def pause_endpoint(self, pause: PausedEndpoint) -> bool:
         def op(conn: sqlite3.Connection) -> bool:

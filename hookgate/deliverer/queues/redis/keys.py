@@ -98,6 +98,11 @@ class Keys:
     def paused(self) -> str:
         return f"{self.base}:paused"
 
+    @property
+    def write_probe(self) -> str:
+        """The key readiness writes while events are refused (see Queue.probe_write)."""
+        return f"{self.base}:probe"
+
     def rate_limit(self, endpoint: str) -> str:
         return f"{self.base}:ratelimit:{endpoint}"
 

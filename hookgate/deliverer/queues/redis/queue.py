@@ -816,6 +816,10 @@ class RedisQueue:
         """Run a Lua script of another component (the rate limiter) on this connection."""
         return await self._call(what, lambda: self._script(source, keys, args))
 
+    async def probe_write(self) -> None:
+        await self._call("writing the readiness probe", lambda: self._redis.set(
+            self.keys.write_probe, repr(self._clock()), px=60_000))
+
     async def pause_endpoint(self, pause: PausedEndpoint) -> bool:
         value = json.dumps({"reason": pause.reason, "message": pause.message, "at": pause.at})
         created = await self._call("pausing an endpoint", lambda: self._redis.hsetnx(

@@ -21,6 +21,7 @@ from hookgate.deliverer.queues.base import (
     Event,
     PausedEndpoint,
     Queue,
+    QueueUnavailable,
     delivery_id,
 )
 from hookgate.deliverer.queues.redis.queue import RedisQueue
@@ -432,3 +433,13 @@ async def test_broker_message_is_kept_as_a_dead_letter_of_its_source(queue: Queu
     assert await queue.replay(all=True) == 1
     assert [x.delivery_id for x in await queue.dead_letters()] == [letter]
     assert await queue.replay(all=True) == 0
+
+
+async def test_a_write_probe_succeeds_on_an_open_queue_and_fails_on_a_closed_one(
+        queue: Queue) -> None:
+    await queue.probe_write()
+    await queue.probe_write()  # the same row or key, rewritten: nothing accumulates
+    assert await queue.depth() == Depth(ready=0, delayed=0, dead=0, leased=0)
+    await queue.close()
+    with pytest.raises(QueueUnavailable):
+        await queue.probe_write()
