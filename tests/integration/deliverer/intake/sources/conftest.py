@@ -84,8 +84,11 @@ async def broker(request: pytest.FixtureRequest, broker_servers: dict[str, Any],
 
 
 @pytest.fixture
-def queue_url(tmp_path: Path) -> str:
+def queue_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Broker tests run the gateway on the embedded queue: what they test is the broker's
     side; both queues share the enqueue contract
-    (tests/integration/deliverer/queues/test_contract.py)."""
+    (tests/integration/deliverer/queues/test_contract.py). A test that needs a queue it can
+    stop asks for Redis (``parametrize("queue_url", ["redis"], indirect=True)``)."""
+    if getattr(request, "param", "sqlite") == "redis":
+        return str(request.getfixturevalue("redis_url"))
     return f"sqlite:{tmp_path / 'queue.db'}"

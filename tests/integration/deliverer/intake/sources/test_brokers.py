@@ -1,6 +1,7 @@
 """Broker sources end to end, against each real broker: messages become signed deliveries,
-bad ones become dead letters, a broker restart is survived, and a gateway killed with
-SIGKILL mid-consume loses nothing."""
+bad ones become dead letters, a broker restart is survived, messages wait in the broker while
+Hookgate's queue is down, and a gateway killed with SIGKILL mid-consume loses nothing and
+turns no message into two events."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ import aiohttp
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from tests.integration.deliverer.intake.sources.conftest import BROKERS
 from tests.support.broker_harness import Harness
 from tests.support.gateway import Running, StartGateway
 from tests.support.manifests import SECRET, endpoint_yaml, subscription_yaml
 from tests.support.process import GatewayProcess, sources_ready
 from tests.support.receiver import Recorder
+from tests.support.redis_server import RedisServer
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(240)
@@ -150,6 +153,51 @@ async def test_sigkill_mid_consume_loses_no_message(
     finally:
         for gp in started:
             gp.kill()
+    # At least once: a delivery under way at the kill may arrive twice, but a message the
+    # broker handed out again must not become a second event (its idempotency key).
+    ids_by_n = event_ids(receiver.received)
+    assert all(len(ids) == 1 for ids in ids_by_n.values()), \
+        {n: ids for n, ids in ids_by_n.items() if len(ids) > 1}
+    duplicates = sum(1 for r in receiver.received if r.status < 300) - total
+    print(f"\n{broker.kind}: {total} messages, {duplicates} duplicate deliveries after SIGKILL")
+
+
+def event_ids(received: list[Any]) -> dict[int, set[str]]:
+    """The event ids (webhook-id) each message number arrived with."""
+    out: dict[int, set[str]] = {}
+    for r in received:
+        if r.status < 300:
+            out.setdefault(json.loads(r.body)["data"]["n"], set()).add(r.webhook_id)
+    return out
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("queue_url", ["redis"], indirect=True)
+# the Redis broker of these tests is the queue's server itself: stopping one stops both
+@pytest.mark.parametrize("broker", [b for b in BROKERS if b != "redis"], indirect=True)
+async def test_messages_stay_in_the_broker_while_the_queue_is_down(
+        broker: Harness, start_gateway: StartGateway, receiver: Recorder,
+        redis_server: RedisServer) -> None:
+    gw = await start_gateway(manifests(broker, receiver.url("/sink")))
+    await broker.publish([message(n) for n in range(3)])
+    await receiver.wait_for(lambda r: numbers(r) >= set(range(3)), timeout=60)
+
+    redis_server.stop()  # Hookgate's own queue, not the broker
+    await broker.publish([message(n) for n in range(3, 13)])
+
+    async def waiting() -> bool:
+        state = await source_state(gw)
+        return not state["ready"] and state["conditions"][0]["reason"] == "QueueUnavailable"
+
+    await wait_for(waiting, timeout=60, what="the source to report the queue unavailable")
+    assert "stay unacknowledged" in (await source_state(gw))["conditions"][0]["message"]
+    assert numbers(receiver.received) == set(range(3))
+
+    redis_server.start()
+    await receiver.wait_for(lambda r: numbers(r) == set(range(13)), timeout=90,
+                            what="the messages kept in the broker, after the queue is back")
+    assert all(len(ids) == 1 for ids in event_ids(receiver.received).values())
+    assert (await source_state(gw))["ready"] is True
 
 
 @pytest.mark.redis
