@@ -41,6 +41,11 @@ class AmqpConsumer(Consumer):
         try:
             self.conn = await aio_pika.connect(url, timeout=10)
         except Exception as exc:
+            if "ACCESS_REFUSED" in str(exc):
+                raise SourceUnavailable(
+                    f"RabbitMQ at {host} refused the user and password of the URL in the "
+                    "Secret that broker.amqp.urlFrom names (ACCESS_REFUSED); fix them there: "
+                    "the source reconnects with the new Secret") from exc
             raise SourceUnavailable(f"RabbitMQ at {host} is not reachable: {exc}") from exc
         self.channel = await self.conn.channel()
         await self.channel.set_qos(prefetch_count=int(self.settings.get("prefetch") or 100))

@@ -271,3 +271,30 @@ async def test_kafka_with_sasl_credentials_from_a_secret(
         base + source + secret(SASL_PASSWORD))  # fixed: the source restarts with it
     await broker.publish([message(n) for n in range(5)])
     await receiver.wait_for(lambda r: numbers(r) == set(range(5)), timeout=60)
+
+
+@pytest.mark.parametrize("broker", ["amqp"], indirect=True)
+async def test_amqp_with_a_wrong_password_is_reported_and_fixed_live(
+        broker: Harness, start_gateway: StartGateway, receiver: Recorder) -> None:
+    good = broker.server.url
+    bad = good.replace("guest:guest@", "guest:wrong-pw@")
+    base = (endpoint_yaml("sink", receiver.url("/sink"))
+            + subscription_yaml("orders", "sink", '["order.*"]') + broker.source_yaml())
+    manifests_with = base.replace(good, "{url}")
+    assert "{url}" in manifests_with
+    gw = await start_gateway(manifests_with.replace("{url}", bad))
+
+    async def refused() -> dict[str, Any] | None:
+        state = await source_state(gw)
+        reason = state["conditions"][0]["reason"]
+        return state if not state["ready"] and reason != "Connecting" else None
+
+    state = await wait_for(refused, timeout=60, what="a wrong password to be reported")
+    message_text = state["conditions"][0]["message"]
+    assert "refused the user and password" in message_text, state
+    assert "wrong-pw" not in message_text
+
+    gw.files.config_dir.joinpath("manifests.yaml").write_text(
+        manifests_with.replace("{url}", good))  # fixed: the source restarts with it
+    await broker.publish([message(n) for n in range(5)])
+    await receiver.wait_for(lambda r: numbers(r) == set(range(5)), timeout=60)
