@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from standardwebhooks.webhooks import Webhook
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from hookgate.deliverer.queues.base import Event
 from hookgate.deliverer.queues.factory import open_queue
@@ -294,6 +294,33 @@ async def test_local_deliverer_delivers_and_follows_config_changes(
             got2 = await receiver.wait_for(lambda r: len(r) >= 2, timeout=30)
             assert [json.loads(r.body)["type"] for r in got2] == ["order.created",
                                                                   "shipment.sent"]
+
+            # Rotate the signing secret by editing its Secret: first both values sign, then
+            # only the new one; running deliverers switch without a restart.
+            new = "whsec_cm90YXRlZCBzaWduaW5nIHNlY3JldCE="
+
+            async def rotate(value: str) -> list[Any]:
+                before = await readyz()
+                assert before is not None
+                crds.kubectl("patch", "-n", ns, "secret", "local-receiver-signing",
+                             "--type=merge", "-p", json.dumps({"stringData": {"secret": value}}))
+
+                async def switched() -> bool:
+                    now = await readyz()
+                    return bool(now and now["config"] > before["config"])
+
+                await wait_for(switched, timeout=30, what="the deliverer to load the new keys")
+                count = len(receiver.received)
+                await send("shipment.sent")
+                return (await receiver.wait_for(lambda r: len(r) > count, timeout=30))[-1:]
+
+            (both,) = await rotate(f"{new} {EXAMPLE_SECRET}")
+            Webhook(new).verify(both.body, both.headers)
+            Webhook(EXAMPLE_SECRET).verify(both.body, both.headers)
+            (only_new,) = await rotate(new)
+            Webhook(new).verify(only_new.body, only_new.headers)
+            with pytest.raises(WebhookVerificationError):
+                Webhook(EXAMPLE_SECRET).verify(only_new.body, only_new.headers)
     finally:
         proc.terminate()
         proc.wait(30)
