@@ -77,3 +77,18 @@ async def test_an_inbound_webhook_is_refused_with_retry_after_while_the_queue_is
 
     await wait_for(accepted, what="the inbound webhook accepted after the restart")
     await receiver.wait_for(lambda r: len(r) == 1)
+
+
+@pytest.mark.parametrize("content_type", [None, "", "text/plain",
+                                          "application/x-www-form-urlencoded"])
+async def test_the_body_is_read_as_json_whatever_its_content_type(
+        start_gateway: StartGateway, receiver: Recorder, content_type: str | None) -> None:
+    gw = await start_gateway(endpoint_yaml("a", receiver.url("/a"))
+                             + subscription_yaml("all", "a", '["*"]'))
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    status, doc = await gw.post("/v1/events", raw=b'{"type": "x", "data": {"n": 1}}',
+                                headers=headers)
+    assert status == 202, doc
+    status, doc = await gw.post("/v1/events", raw=b"type=x&data=1", headers=headers)
+    assert (status, doc["error"]["code"]) == (400, "invalid_event")
+    assert "not valid JSON" in doc["error"]["message"]
