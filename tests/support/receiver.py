@@ -122,7 +122,9 @@ class Recorder:
         arrived = time.monotonic()
         body = await request.read()
         path = request.path
-        n = self._counts[path] = self._counts.get(path, 0) + 1
+        async with self._changed:  # requests are counted as they arrive, hanging ones too
+            n = self._counts[path] = self._counts.get(path, 0) + 1
+            self._changed.notify_all()
         if path in self.hang:
             await asyncio.Event().wait()  # until the client gives up
         if path in self.delay:
@@ -134,6 +136,10 @@ class Recorder:
             self._changed.notify_all()
         headers = self.reply_headers[path](n) if path in self.reply_headers else None
         return web.Response(status=status, headers=headers)
+
+    def arrived(self, path: str) -> int:
+        """Requests to ``path`` that arrived so far, answered or not (hanging ones too)."""
+        return self._counts.get(path, 0)
 
     async def wait_for(self, predicate: Callable[[list[Received]], bool],
                        timeout: float = 10.0, what: str = "deliveries") -> list[Received]:

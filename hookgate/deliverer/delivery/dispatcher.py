@@ -324,6 +324,9 @@ class Dispatcher:
                 await self.queue.bury(d, None, "EndpointDeleted")
                 self.metrics.delivery.of(d.endpoint).count("dead")
                 return
+            if d.attempt > len(endpoint.retry_schedule):
+                await self._exhausted_by_reclaims(d, len(endpoint.retry_schedule))
+                return
             if endpoint.paused or d.endpoint in self.paused:
                 await self._postpone(d, now + PAUSED_RECHECK * (1 + self.rng.random() / 2),
                                      "paused")
@@ -462,6 +465,18 @@ class Dispatcher:
         else:
             log.error("could not record the success of delivery %s (%s); it will be delivered "
                       "again when its lease expires", d.id, error)
+
+    async def _exhausted_by_reclaims(self, d: Delivery, attempts: int) -> None:
+        """A delivery past its schedule without a recorded failure: its leases expired (a
+        deliverer died or hung while delivering it, each time counted as an attempt), or the
+        schedule was shortened. Kept as a dead letter instead of being handed out again."""
+        error = (f"attempt {d.attempt} is past the {attempts} of the retry schedule; attempts "
+                 "whose lease expired (a deliverer died or hung while delivering) count")
+        log.error("delivery %s to %s: %s; kept as a dead letter (Exhausted)", d.id, d.endpoint,
+                  error)
+        await self.queue.bury(d, None, "Exhausted")
+        self.metrics.delivery.of(d.endpoint).count("dead")
+        await self._announce_dead(d, "Exhausted", error)
 
     async def _announce_dead(self, d: Delivery, reason: str, error: str | None) -> None:
         await self.announce("hookgate.delivery.exhausted", {

@@ -163,8 +163,11 @@ class Queue(Protocol):
     async def fetch(self, limit: int, wait: float) -> list[Delivery]:
         """Lease up to ``limit`` ready deliveries, oldest first.
 
-        Due delayed deliveries become ready and expired leases are reclaimed first. When
-        none is ready, wait up to ``wait`` seconds for one before returning an empty list.
+        Due delayed deliveries become ready and expired leases are reclaimed first. A
+        reclaimed delivery (its consumer died or hung, so no outcome was recorded) comes back
+        with its attempt number one higher: a delivery that kills every deliverer that takes
+        it runs out of attempts instead of being reclaimed forever. When none is ready, wait
+        up to ``wait`` seconds for one before returning an empty list.
         """
         ...
 

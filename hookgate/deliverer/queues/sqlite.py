@@ -333,9 +333,10 @@ class SQLiteQueue:
                 if column not in columns:
                     conn.execute(statement)
             conn.execute(_ORDER_INDEX)
+            # leases of a process that died: each counts as an attempt (see Queue.fetch)
             released = conn.execute(
-                "UPDATE deliveries SET state = 'ready', avail_at = ?, token = NULL "
-                "WHERE state = 'leased'", (self._clock(),)).rowcount
+                "UPDATE deliveries SET state = 'ready', avail_at = ?, token = NULL, "
+                "attempt = attempt + 1 WHERE state = 'leased'", (self._clock(),)).rowcount
         except sqlite3.Error as e:
             conn.close()
             raise self._unavailable("open", e) from e
@@ -544,7 +545,9 @@ class SQLiteQueue:
                 "AND p.seq < d.seq)").fetchone()[0]
             return None, next_at
         conn.execute(
-            "UPDATE deliveries SET state = 'leased', avail_at = :until, token = :token || seq "
+            # a row still 'leased' here is an expired lease: taking it over counts an attempt
+            "UPDATE deliveries SET attempt = attempt + (state = 'leased'), state = 'leased', "
+            "avail_at = :until, token = :token || seq "
             "WHERE seq IN (SELECT value FROM json_each(:picked))",
             {"until": now + self.visibility_timeout, "token": secrets.token_hex(6) + ".",
              "picked": picked})

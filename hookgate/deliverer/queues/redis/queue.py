@@ -498,9 +498,26 @@ class RedisQueue:
         self._reclaim_cursor = _text(cursor) or "0-0"
         if self._reclaim_cursor == "0-0":  # scanned the whole pending list: rest a while
             self._next_reclaim = time.monotonic() + self._reclaim_every
+        claimed = [(entry_id, fields) for entry_id, fields in claimed if fields]
         if claimed:
             log.info("reclaimed %d deliveries whose lease expired", len(claimed))
-        return [(entry_id, fields) for entry_id, fields in claimed if fields]
+            await self._count_reclaims(claimed)
+        return claimed
+
+    async def _count_reclaims(self, claimed: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        """Each time an entry was handed out beyond the first counts as an attempt: a stream
+        entry's fields cannot change, so its attempt is read with its delivery count."""
+        async def counts() -> list[Any]:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for entry_id, _ in claimed:
+                    pipe.xpending_range(self.keys.stream, CONSUMER_GROUP, min=entry_id,
+                                        max=entry_id, count=1)
+                return await pipe.execute()
+
+        for (_, fields), pending in zip(claimed, await self._call("counting reclaims", counts),
+                                        strict=True):
+            handed_out = int(pending[0]["times_delivered"]) if pending else 1
+            fields[b"a"] = str(int(fields[b"a"]) + handed_out - 1).encode()
 
     async def _read(self, count: int, block: float
                     ) -> list[tuple[bytes, dict[bytes, bytes]]]:
