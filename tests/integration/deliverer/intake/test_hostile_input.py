@@ -13,6 +13,11 @@ from tests.support.redis_server import RedisServer
 from tests.support.waiting import wait_for
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
+#: A GitHub source at /in/default/gh, verified with SHARED.
+GITHUB_SOURCE = ("apiVersion: hookgate.io/v1alpha1\nkind: WebhookSource\nmetadata: {name: gh}\n"
+                 "spec:\n  verify: {scheme: github, secretRef: {name: gh-secret}}\n---\n"
+                 "apiVersion: v1\nkind: Secret\nmetadata: {name: gh-secret}\n"
+                 f"stringData: {{secret: {SHARED}}}\n---\n")
 
 
 @pytest.mark.parametrize(("raw", "message"), [
@@ -38,11 +43,7 @@ async def test_ingest_refuses_what_cannot_become_an_event(
 
 async def test_an_inbound_body_nested_too_deep_is_a_clear_400(
         start_gateway: StartGateway, receiver: Recorder) -> None:
-    source = ("apiVersion: hookgate.io/v1alpha1\nkind: WebhookSource\nmetadata: {name: gh}\n"
-              "spec:\n  verify: {scheme: github, secretRef: {name: gh-secret}}\n---\n"
-              "apiVersion: v1\nkind: Secret\nmetadata: {name: gh-secret}\n"
-              f"stringData: {{secret: {SHARED}}}\n---\n")
-    gw = await start_gateway(source + endpoint_yaml("a", receiver.url("/a"))
+    gw = await start_gateway(GITHUB_SOURCE + endpoint_yaml("a", receiver.url("/a"))
                              + subscription_yaml("all", "a", '["*"]'))
     status, doc = await gw.post("/in/default/gh", raw=DEEP,
                                 headers=github_headers(SHARED, DEEP, "guid-1"))
@@ -54,11 +55,7 @@ async def test_an_inbound_body_nested_too_deep_is_a_clear_400(
 @pytest.mark.parametrize("queue_url", ["redis"], indirect=True)
 async def test_an_inbound_webhook_is_refused_with_retry_after_while_the_queue_is_down(
         start_gateway: StartGateway, receiver: Recorder, redis_server: RedisServer) -> None:
-    source = ("apiVersion: hookgate.io/v1alpha1\nkind: WebhookSource\nmetadata: {name: gh}\n"
-              "spec:\n  verify: {scheme: github, secretRef: {name: gh-secret}}\n---\n"
-              "apiVersion: v1\nkind: Secret\nmetadata: {name: gh-secret}\n"
-              f"stringData: {{secret: {SHARED}}}\n---\n")
-    gw = await start_gateway(source + endpoint_yaml("a", receiver.url("/a"))
+    gw = await start_gateway(GITHUB_SOURCE + endpoint_yaml("a", receiver.url("/a"))
                              + subscription_yaml("all", "a", '["*"]'))
     body = b'{"zen": "Keep it logically awesome."}'
     redis_server.stop()

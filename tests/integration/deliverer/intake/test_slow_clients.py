@@ -9,19 +9,14 @@ import time
 
 import pytest
 
-from tests.integration.deliverer.intake.test_inbound import SHARED
+from tests.integration.deliverer.intake.test_hostile_input import GITHUB_SOURCE
 from tests.support.gateway import Running, StartGateway
 from tests.support.manifests import endpoint_yaml, subscription_yaml
 from tests.support.receiver import Recorder
 
-SOURCE = ("apiVersion: hookgate.io/v1alpha1\nkind: WebhookSource\nmetadata: {name: gh}\n"
-          "spec:\n  verify: {scheme: github, secretRef: {name: gh-secret}}\n---\n"
-          "apiVersion: v1\nkind: Secret\nmetadata: {name: gh-secret}\n"
-          f"stringData: {{secret: {SHARED}}}\n---\n")
-
 
 async def start(start_gateway: StartGateway, receiver: Recorder) -> Running:
-    return await start_gateway(SOURCE + endpoint_yaml("a", receiver.url("/a"))
+    return await start_gateway(GITHUB_SOURCE + endpoint_yaml("a", receiver.url("/a"))
                                + subscription_yaml("all", "a", '["*"]'),
                                idle_timeout=1.0, body_timeout=1.0)
 
