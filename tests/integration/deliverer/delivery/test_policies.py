@@ -8,6 +8,7 @@ signing, and isolation measured as p99 latency.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import ipaddress
 import json
@@ -270,6 +271,9 @@ class Pki:
     client_cert: str
     client_key: str
     dir: Path
+    # a server certificate from the same CA for another name than 127.0.0.1
+    wrong_name_cert: str = ""
+    wrong_name_key: str = ""
 
 
 def _pki(tmp: Path) -> Pki:
@@ -306,8 +310,9 @@ def _pki(tmp: Path) -> Pki:
 
     server_cert, server_key = leaf("127.0.0.1", san=True)
     client_cert, client_key = leaf("hookgate-client", san=False)
+    wrong_cert, wrong_key = leaf("other.example", san=False)
     return Pki(ca.public_bytes(serialization.Encoding.PEM).decode(), server_cert, server_key,
-               client_cert, client_key, tmp)
+               client_cert, client_key, tmp, wrong_cert, wrong_key)
 
 
 @dataclass
@@ -372,6 +377,34 @@ async def test_mutual_tls_with_a_private_ca(start_gateway: StartGateway,
     (letter,) = await wait_for(lambda: dead_letters(gw, "no-ca"), what="the untrusted one")
     assert "certificate" in (letter["error"] or "").lower()
     assert tls_receiver.peers == ["hookgate-client"]
+
+
+async def test_a_server_certificate_for_another_name_is_refused_and_retried(
+        start_gateway: StartGateway, tmp_path: Path) -> None:
+    pki = _pki(tmp_path)
+    (tmp_path / "wrong").mkdir()
+    impostor = TlsReceiver(dataclasses.replace(
+        pki, server_cert=pki.wrong_name_cert, server_key=pki.wrong_name_key,
+        dir=tmp_path / "wrong"))
+    await impostor.start()
+    try:
+        auth = ("  auth:\n    tls:\n      secretRef: {name: client-tls}\n"
+                "      caFrom: {secretKeyRef: {name: private-ca}}\n")
+        gw = await start_gateway(
+            endpoint_yaml("named", f"https://127.0.0.1:{impostor.port}/in", extra=auth,
+                          schedule="[0s, 100ms]")
+            + secret_yaml("client-tls", {"tls.crt": pki.client_cert, "tls.key": pki.client_key})
+            + secret_yaml("private-ca", {"ca.crt": pki.ca})
+            + subscription_yaml("a", "named", '["*"]'))
+        event_id = await gw.send("x")
+        attempts = await gw.attempts(event_id, 2)
+    finally:
+        assert impostor.runner is not None
+        await impostor.runner.cleanup()
+    # trusted CA, wrong name: refused by the gateway, retried on the schedule, never sent
+    assert [a["outcome"] for a in attempts] == ["retry", "dead"]
+    assert all("mismatch" in (a["error"] or "") for a in attempts), attempts
+    assert impostor.peers == []
 
 
 # -- secret rotation and v1a -------------------------------------------------------------------
