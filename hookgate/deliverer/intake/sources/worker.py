@@ -186,9 +186,13 @@ class SourceWorker:
         self._lag_at = 0.0
 
     def _set(self, ready: bool, reason: str, message: str) -> None:
+        """Change the state; logged when readiness changes, and a failure when it is not the
+        same as the last one: a source that never connects says why once, not at every
+        retry."""
         if not ready:
             log.debug("source %s: %s: %s", self.config.key, reason, message)
-        if self.state.set(ready, reason, message, self.clock()):
+        same = (self.state.reason, self.state.message) == (reason, message)
+        if self.state.set(ready, reason, message, self.clock()) or not (ready or same):
             level = logging.INFO if ready else logging.WARNING
             log.log(level, "source %s (%s): %s", self.config.key, self.state.broker,
                     "consuming" if ready else f"not ready ({reason}): {message}")
