@@ -2,7 +2,10 @@
 refused and what to do, logs it once (no traceback at every retry; no NATS password),
 keeps retrying with backoff while the gateway goes on serving, and consumes once it is fixed.
 
-RabbitMQ's and Kafka's wrong passwords are in test_brokers.py.
+RabbitMQ's and Kafka's wrong passwords are in test_brokers.py. SQS: ElasticMQ accepts any
+credentials and signature (checked below), so what real AWS answers to wrong keys is tested
+on constructed replies (tests/unit/deliverer/intake/sources/test_sqs_errors.py); here run
+the refusals ElasticMQ does give: no credentials at all and a queue that does not exist.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from hookgate.deliverer.intake.sources.sqs import SqsConsumer
+from hookgate.model.routing import BrokerConfig, SourceConfig
 from tests.integration.deliverer.intake.sources.test_brokers import (
     manifests,
     message,
@@ -31,6 +36,11 @@ from tests.support.receiver import Recorder
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(120)
+
+AWS_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+           "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+           "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+
 
 # -- what every refusal must look like ----------------------------------------------------------
 
@@ -172,3 +182,81 @@ async def test_nats_without_credentials_says_the_url_has_none(
         "URL: the source reconnects with the new URL"), state
     await still_serving(gw, receiver)
     await check_logs(caplog, "has none")
+
+
+# -- SQS (ElasticMQ) ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("broker", ["sqs"], indirect=True)
+async def test_elasticmq_takes_any_credentials(broker: Harness) -> None:
+    """Why wrong AWS keys are not tested here: ElasticMQ lets a consumer with made-up keys
+    read the queue. If this starts failing, ElasticMQ checks signatures, and the AWS
+    refusals of test_sqs_errors.py can be run for real."""
+    sqs: Any = broker
+    config = SourceConfig(key="default/src", path="", scheme="broker", broker=BrokerConfig(
+        "sqs", {"queueUrl": sqs.queue_url, "endpoint": sqs.server.url, "region": "us-east-1"}))
+    consumer = SqsConsumer(config, {"AWS_ACCESS_KEY_ID": "AKIANOSUCHKEY0000000",
+                                    "AWS_SECRET_ACCESS_KEY": "not-the-secret-of-that-key"})
+    try:
+        await consumer.connect()  # GetQueueAttributes: answered 200
+        assert await consumer.lag() == 0
+    finally:
+        await consumer.close()
+
+
+@pytest.mark.parametrize("broker", ["sqs"], indirect=True)
+async def test_sqs_without_credentials_is_reported_and_fixed_live(
+        broker: Harness, start_gateway: StartGateway, receiver: Recorder,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    for name in AWS_ENV:  # the gateway runs in this process: no identity from the environment
+        monkeypatch.delenv(name, raising=False)
+    config = manifests(broker, receiver.url("/sink"))
+    without = config.replace(", credentialsFrom: {secretRef: {name: aws}}", "")
+    assert without != config
+    gw = await start_gateway(without)
+
+    state = await refused(gw)
+    assert state["conditions"][0]["reason"] == "BrokerUnavailable", state
+    assert state["conditions"][0]["message"] == (
+        "no AWS credentials for SQS: set broker.sqs.credentialsFrom (a Secret with "
+        "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), or give the deliverer an identity (an "
+        "IAM role for its ServiceAccount, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in "
+        "its environment): the source retries with backoff"), state
+    await still_serving(gw, receiver)
+    await check_logs(caplog, "no AWS credentials")
+
+    gw.files.config_dir.joinpath("manifests.yaml").write_text(config)  # credentialsFrom set
+    await broker.publish([message(n) for n in range(5)])
+    await receiver.wait_for(lambda r: numbers(r) >= set(range(5)), timeout=60,
+                            what="the messages, once the source has credentials")
+    assert (await source_state(gw))["ready"] is True
+
+
+@pytest.mark.parametrize("broker", ["sqs"], indirect=True)
+async def test_sqs_queue_that_does_not_exist_is_reported_and_consumed_once_created(
+        broker: Harness, start_gateway: StartGateway, receiver: Recorder,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    sqs: Any = broker
+    later = f"{broker.name}-later"
+    url = sqs.queue_url.rsplit("/", 1)[0] + "/" + later  # ElasticMQ's URL for that name
+    config = manifests(broker, receiver.url("/sink"))
+    assert sqs.queue_url in config
+    gw = await start_gateway(config.replace(sqs.queue_url, url))
+
+    state = await refused(gw)
+    assert state["conditions"][0]["message"] == (
+        f"SQS queue {url} does not exist (HTTP 400 QueueDoesNotExist); create it, or fix "
+        "broker.sqs.queueUrl (and broker.sqs.region): the source retries with backoff"), state
+    await still_serving(gw, receiver)
+    await check_logs(caplog, "does not exist")
+
+    # no config change: the source's next retry finds the queue
+    created = await sqs._call("CreateQueue", {"QueueName": later,
+                                              "Attributes": {"VisibilityTimeout": "3"}})
+    assert created["QueueUrl"] == url
+    sqs.queue_url = url  # the harness publishes there now
+    await broker.publish([message(n) for n in range(5)])
+    await receiver.wait_for(lambda r: numbers(r) >= set(range(5)), timeout=60,
+                            what="the messages, once the queue exists")
+    assert (await source_state(gw))["ready"] is True
