@@ -122,8 +122,8 @@ class Gateway:
         self.metrics.delivery.forget(set(snapshot.config.endpoints))
 
     async def endpoint_states(self) -> dict[str, Any]:
-        """Runtime state of each endpoint (pauses as stored now, circuits of this process)."""
-        await self.dispatcher.refresh_pauses()
+        """Runtime state of each endpoint: pauses and circuit breakers as stored now."""
+        await self.dispatcher.refresh_shared_state()
         return self.dispatcher.endpoint_states()
 
     def reject(self, error: Exception) -> None:

@@ -6,7 +6,8 @@ worker held):
 
 1. paused: by its manifest, or at runtime (410 Gone, auto-disable; kept in the queue so
    every process sees it, and re-read every second);
-2. circuit breaker (:mod:`~hookgate.deliverer.delivery.circuit`): open after consecutive failures;
+2. circuit breaker (:mod:`~hookgate.deliverer.delivery.circuit`): open after consecutive
+   failures, counted by every deliverer together;
 3. isolation: at most ``maxInFlight`` deliveries under way per endpoint. A saturated
    endpoint's deliveries come back after a delay that grows (to 2 s) the longer it stays
    saturated, so an endpoint hanging until its timeout costs little queue traffic while a
@@ -20,6 +21,11 @@ refused address (SSRF guard) buries it at once (AddressRefused); other failures 
 the schedule. An endpoint failing without a single success for ``autoDisableAfter`` is
 paused. Pauses and dead letters are announced as ``hookgate.*`` events to the gateway's
 operations endpoint, signed like every delivery.
+
+Failures are recorded in the queue (:meth:`Queue.record_failure`), for every endpoint with a
+circuit breaker or ``autoDisableAfter``, and the record is cleared by the next success: that
+shared record is the breaker's count and the auto-disable clock, so every deliverer agrees
+on them and a restart keeps them. It is re-read every second with the pauses.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hookgate.deliverer.config.live import LiveConfig
-from hookgate.deliverer.delivery.circuit import Circuits, State, Transition
+from hookgate.deliverer.delivery.circuit import Circuit, Circuits, State, Transition
 from hookgate.deliverer.delivery.rate_limit import RateLimiter, limiter_for
 from hookgate.deliverer.delivery.retry import Verdict, decide, parse_retry_after
 from hookgate.deliverer.delivery.sender import Sender
@@ -45,6 +51,7 @@ from hookgate.deliverer.metrics import EndpointSeries, Metrics
 from hookgate.deliverer.queues.base import (
     Attempt,
     Delivery,
+    EndpointHealth,
     Event,
     PausedEndpoint,
     Queue,
@@ -63,7 +70,8 @@ log = logging.getLogger("hookgate.dispatcher")
 PAUSED_RECHECK = 5.0  # seconds before a delivery to a paused endpoint is looked at again
 SATURATED_RECHECK = 0.05  # seconds before a delivery to a saturated endpoint is tried again
 SATURATED_MAX = 2.0  # longest recheck delay of an endpoint saturated for a long time
-PAUSES_REFRESH = 1.0  # seconds between reads of the runtime pauses other processes set
+SHARED_REFRESH = 1.0  # seconds between reads of the pauses and endpoint health in the queue
+TRIAL_MARGIN = 5.0  # seconds a trial claim outlives the endpoint's timeout
 QUEUE_BACKOFF = (0.5, 10.0)  # first and longest wait after the queue became unreachable
 NOT_ENDPOINT_FAILURES = frozenset({"AddressRefused"})
 # Successful deliveries whose completion the queue has not written yet, per worker, at most:
@@ -113,7 +121,7 @@ class Dispatcher:
         self.paused: dict[str, PausedEndpoint] = {}  # runtime pauses, as last read
         self.postponements: Counter[tuple[str, str]] = Counter()  # (endpoint, reason)
         self._saturated_since: dict[str, float] = {}
-        self._failing_since: dict[str, float] = {}  # first failure of an unbroken run
+        self.health: dict[str, EndpointHealth] = {}  # failing endpoints, as last read
 
     # -- runtime state -------------------------------------------------------------------
 
@@ -128,38 +136,45 @@ class Dispatcher:
 
         For ``GET /v1/endpoints`` (``hookgate endpoints list``).
         """
-        circuits = self.circuits.states()
         out: dict[str, dict[str, Any]] = {}
         for key, ep in sorted(self.live.current.config.endpoints.items()):
             pause = self.paused.get(key)
+            circuit = (self.circuits.get(key, ep.circuit_breaker).state
+                       if ep.circuit_breaker is not None else State.CLOSED)
             out[key] = {
                 "endpoint": key, "url": ep.url,
                 "paused": ep.paused or pause is not None,
                 "pausedBy": "spec" if ep.paused else pause.reason if pause else None,
                 "pauseMessage": pause.message if pause else None,
                 "pausedAt": pause.at if pause else None,
-                "circuit": circuits.get(key, State.CLOSED).title,
+                "circuit": circuit.title,
                 "inFlight": self.in_flight.get(key, 0),
-                "failingSince": self._failing_since.get(key),
+                "failingSince": health.failing_since if (health := self.health.get(key))
+                else None,
             }
         return out
 
-    async def refresh_pauses(self) -> None:
-        """Read the runtime pauses from the queue (other processes may have set some)."""
+    async def refresh_shared_state(self) -> None:
+        """Read the runtime pauses and the endpoint health from the queue: other deliverers
+        (or this one before a restart) may have changed them."""
         paused = await self.queue.paused_endpoints()
         for key in set(self.paused) | set(paused):
             self.metrics.endpoint_paused.labels(self.metrics.gateway, key).set(
                 1 if key in paused else 0)
         self.paused = paused
+        read_at = self.clock()
+        self.health = await self.queue.endpoint_health()
+        self.circuits.sync({k: (h.failures, h.opened_at) for k, h in self.health.items()},
+                           read_at)
 
-    async def _watch_pauses(self) -> None:
+    async def _watch_shared_state(self) -> None:
         while not self._stopping.is_set():
             try:
-                await self.refresh_pauses()
+                await self.refresh_shared_state()
             except QueueUnavailable as exc:
-                log.debug("could not read paused endpoints: %s", exc)
+                log.debug("could not read paused endpoints and endpoint health: %s", exc)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), PAUSES_REFRESH)
+                await asyncio.wait_for(self._stopping.wait(), SHARED_REFRESH)
 
     async def pause(self, endpoint: str, reason: str, message: str) -> None:
         """Pause ``endpoint`` for every process and announce it on the operations endpoint."""
@@ -177,8 +192,9 @@ class Dispatcher:
     async def resume(self, endpoint: str) -> bool:
         """Lift a runtime pause; the endpoint's waiting deliveries go out within seconds."""
         resumed = await self.queue.resume_endpoint(endpoint)
+        await self.queue.record_success(endpoint)  # the auto-disable clock starts again
         self.paused.pop(endpoint, None)
-        self._failing_since.pop(endpoint, None)
+        self.health.pop(endpoint, None)
         self.metrics.endpoint_paused.labels(self.metrics.gateway, endpoint).set(0)
         if resumed:
             log.info("endpoint %s resumed", endpoint)
@@ -205,7 +221,9 @@ class Dispatcher:
     async def run(self) -> None:
         """Deliver until :meth:`stop`; survives the queue going away and coming back."""
         backoff = QUEUE_BACKOFF[0]
-        watcher = asyncio.create_task(self._watch_pauses(), name="pauses")
+        with contextlib.suppress(QueueUnavailable):  # pauses and breakers before the first lease
+            await self.refresh_shared_state()
+        watcher = asyncio.create_task(self._watch_shared_state(), name="shared-state")
         self._workers = [asyncio.create_task(self._work(), name=f"delivery-{n}")
                          for n in range(self.concurrency)]
         try:
@@ -339,6 +357,11 @@ class Dispatcher:
                     await self._postpone(d, retry_at + self.rng.random() * 0.5, "circuit_open")
                     return
                 admitted = circuit
+                if circuit.trial and not await self.queue.claim_trial(
+                        d.endpoint, now + endpoint.timeout + TRIAL_MARGIN):
+                    await self._postpone(d, now + min(1.0, endpoint.circuit_breaker.cooldown)
+                                         * (1 + self.rng.random()), "circuit_open")
+                    return  # another deliverer is trying it (``finally`` cancels ours)
             if self.in_flight[d.endpoint] >= endpoint.max_in_flight:
                 since = self._saturated_since.setdefault(d.endpoint, now)
                 delay = min(SATURATED_MAX, max(SATURATED_RECHECK, (now - since) / 2))
@@ -363,10 +386,11 @@ class Dispatcher:
                 admitted.cancel()
 
     async def _check_auto_disable(self, endpoint: EndpointConfig, now: float) -> None:
-        since = self._failing_since.get(endpoint.key)
+        health = self.health.get(endpoint.key)
         after = endpoint.auto_disable_after
-        if since is None or after is None or now - since < after:
+        if health is None or after is None or now - health.failing_since < after:
             return
+        since = health.failing_since
         if endpoint.key in self.paused:
             return
         await self.pause(endpoint.key, "AutoDisabled",
@@ -375,7 +399,7 @@ class Dispatcher:
 
     async def _attempt(self, d: Delivery, endpoint: EndpointConfig,
                        keys: tuple[SigningKey, ...], auth: EndpointAuth | None = None,
-                       circuit: Any = None) -> None:
+                       circuit: Circuit | None = None) -> None:
         key = d.endpoint
         series = self.metrics.delivery.of(key)
         self.in_flight[key] += 1
@@ -396,15 +420,11 @@ class Dispatcher:
                 self._saturated_since.pop(key, None)
             series.in_flight -= 1
         ok = resp.status is not None and 200 <= resp.status < 300
-        if circuit is not None and not resp.refused:
-            if ok:
-                circuit.success()
-            else:
-                circuit.failure()
-        if ok:
-            self._failing_since.pop(key, None)
-        elif not resp.refused:
-            self._failing_since.setdefault(key, started)
+        if resp.refused:
+            if circuit is not None:
+                circuit.cancel()
+        else:
+            await self._record_health(endpoint, ok, started, circuit)
         if resp.refused:
             attempt = Attempt(endpoint=key, attempt=d.attempt, at=started,
                               duration=resp.duration, status=None, error=resp.error,
@@ -451,6 +471,28 @@ class Dispatcher:
             await self._announce_dead(d, decision.reason, resp.error)
         if not ok:
             await self._check_auto_disable(endpoint, self.clock())
+
+    async def _record_health(self, endpoint: EndpointConfig, ok: bool, started: float,
+                             circuit: Circuit | None) -> None:
+        """Tell the shared record (and this deliverer's breaker) how an attempt went. Only
+        endpoints with a breaker or auto-disable keep a record; a success writes only if a
+        failure is on record."""
+        key = endpoint.key
+        if circuit is None and endpoint.auto_disable_after is None:
+            return
+        if ok:
+            if key in self.health or (circuit is not None and circuit.failures):
+                await self.queue.record_success(key)
+                self.health.pop(key, None)
+            if circuit is not None:
+                circuit.success()
+            return
+        health = self.health[key] = await self.queue.record_failure(
+            key, started, reopen=circuit is not None and circuit.trial,
+            open_after=endpoint.circuit_breaker.failure_threshold
+            if endpoint.circuit_breaker is not None else None)
+        if circuit is not None:
+            circuit.failure(health.failures, health.opened_at)
 
     def _recorded(self, d: Delivery, series: EndpointSeries, end_to_end: float,
                   recorded: asyncio.Future[None]) -> None:

@@ -16,10 +16,16 @@ Life of a delivery::
 Ordered deliveries (an endpoint with ``ordering``) carry an ordering key: of the unfinished
 deliveries with the same (endpoint, key) only the oldest one is ever handed out; the next
 becomes available when it completes or is buried. Retries and postponements keep the key
-held. A replayed dead letter goes out unordered.
+held. A replayed dead letter of an ordered delivery keeps its key and rejoins its sequence at
+the end: after the deliveries of that key still waiting, one at a time like them; dead
+letters replayed together go back in the order they died, which is their order in the
+sequence.
 
 Runtime pauses (410 Gone, auto-disable) are kept in the queue's store, so every process
-sharing the queue sees them; ``resume_endpoint`` lifts one.
+sharing the queue sees them; ``resume_endpoint`` lifts one. So is each failing endpoint's
+health (consecutive failed attempts, since when, when its circuit opened, who holds its trial):
+every deliverer counts toward one circuit breaker and one auto-disable clock, and a restart
+keeps them.
 
 A leased delivery whose consumer dies is handed out again once its lease (the visibility
 timeout, longer than any endpoint timeout) expires: that is the at-least-once guarantee.
@@ -42,6 +48,7 @@ __all__ = [
     "DeadLetter",
     "Delivery",
     "Depth",
+    "EndpointHealth",
     "Event",
     "EventRecord",
     "PausedEndpoint",
@@ -131,6 +138,20 @@ class PausedEndpoint:
     reason: str  # "Gone", "AutoDisabled", ...
     message: str
     at: float
+
+
+@dataclass(frozen=True)
+class EndpointHealth:
+    """The shared record of an endpoint whose last attempt failed; none once one succeeds.
+
+    Kept by the queue so that every deliverer of a gateway counts failures toward one circuit
+    breaker and one auto-disable clock, and a restarted deliverer finds them as they were.
+    """
+
+    endpoint: str
+    failures: int  # consecutive failed attempts, by every deliverer together
+    failing_since: float  # unix seconds: the first failure of this unbroken run
+    opened_at: float | None = None  # when its circuit breaker last opened; None: closed
 
 
 @dataclass(frozen=True)
@@ -227,6 +248,8 @@ class Queue(Protocol):
                      all: bool = False) -> int:
         """Make dead letters ready again (attempt 1): by delivery id, by endpoint, or all.
 
+        In the order they died; an ordered one rejoins its sequence at the end.
+
         Returns how many were requeued.
         """
         ...
@@ -244,6 +267,30 @@ class Queue(Protocol):
         ...
 
     async def paused_endpoints(self) -> dict[str, PausedEndpoint]: ...
+
+    async def record_failure(self, endpoint: str, at: float, *, open_after: int | None = None,
+                             reopen: bool = False) -> EndpointHealth:
+        """Count one failed attempt (made at ``at``); returns the record after it.
+
+        In the same atomic step the circuit opens (``opened_at`` = now, by the queue's clock):
+        when it is closed and the count reaches ``open_after``; or when ``reopen`` (a trial
+        failed) and it is open, which starts a new cooldown and frees the trial claim.
+        """
+        ...
+
+    async def record_success(self, endpoint: str) -> None:
+        """An attempt succeeded: forget the endpoint's record and its trial claim."""
+        ...
+
+    async def claim_trial(self, endpoint: str, until: float) -> bool:
+        """Claim the one trial attempt of a half-open circuit until ``until`` (unix s): True
+        for one caller among all deliverers; False while another's claim holds, or when no
+        failure is on record (a success closed the circuit meanwhile)."""
+        ...
+
+    async def endpoint_health(self) -> dict[str, EndpointHealth]:
+        """The record of every endpoint whose last attempt failed."""
+        ...
 
 
 def settle(waiters: Iterable[asyncio.Future[None]], error: BaseException | None) -> None:

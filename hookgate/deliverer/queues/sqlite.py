@@ -47,6 +47,7 @@ from hookgate.deliverer.queues.base import (
     DeadLetter,
     Delivery,
     Depth,
+    EndpointHealth,
     Event,
     EventRecord,
     PausedEndpoint,
@@ -148,6 +149,14 @@ CREATE TABLE IF NOT EXISTS paused_endpoints (
     message TEXT NOT NULL,
     at REAL NOT NULL
 );
+
+CREATE TABLE IF NOT EXISTS endpoint_health (  -- endpoints whose last attempt failed
+    endpoint TEXT PRIMARY KEY,
+    failures INTEGER NOT NULL,        -- consecutive failed attempts
+    failing_since REAL NOT NULL,
+    opened_at REAL,                   -- the circuit breaker opened then; NULL: closed
+    trial_until REAL                  -- a half-open circuit's trial is claimed until then
+);
 """
 
 # Added after the first release: applied to queue files that lack them.
@@ -157,6 +166,8 @@ _MIGRATIONS = (
     ("dead_letters", "headers", "ALTER TABLE dead_letters ADD COLUMN headers TEXT"),
     # JSON list of [name, value]: the request headers an inbound source keeps
     ("events", "headers", "ALTER TABLE events ADD COLUMN headers TEXT"),
+    # the ordering key of a dead ordered delivery: a replay puts it back in its sequence
+    ("dead_letters", "okey", "ALTER TABLE dead_letters ADD COLUMN okey TEXT"),
 )
 _ORDER_INDEX = ("CREATE INDEX IF NOT EXISTS deliveries_order ON deliveries(endpoint, okey, seq) "
                 "WHERE okey IS NOT NULL")
@@ -248,7 +259,7 @@ class SQLiteQueue:
         self._conn: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
         # queued calls: the operation, its future, and whether its commit must be fsynced
-        self._pending: collections.deque[tuple[_Op, asyncio.Future[Any], bool]] = (
+        self._pending: collections.deque[tuple[_Op, asyncio.Future[Any], str]] = (
             collections.deque())
         self._draining = False  # a drain of _pending is submitted to the queue thread
         # completions not yet taken by the queue thread, and the future they all wait on;
@@ -361,16 +372,19 @@ class SQLiteQueue:
     # -- the queue thread -----------------------------------------------------------------
 
     def _submit(self, op: Callable[[sqlite3.Connection], T], *,
-                durable: bool = True) -> asyncio.Future[T]:
+                durable: bool = True, reads_only: bool = False) -> asyncio.Future[T]:
         """Queue ``op`` for the queue thread's next group transaction; its future.
 
-        Calls that need no fsync (``durable=False``: leases, which a crash undoes anyway
-        because a restart hands every lease back) run first, in a transaction of their own
-        committed without one, so a fetch does not wait for the disk."""
+        Calls that only read (``reads_only``) run first, in a read transaction of their own:
+        a write that fails beside them (a full disk) cannot fail them. Calls that need no
+        fsync (``durable=False``: leases, which a crash undoes anyway because a restart hands
+        every lease back) run next, in a transaction of their own committed without one, so
+        a fetch does not wait for the disk."""
         if self._closed or self._executor is None:
             raise QueueUnavailable(f"SQLite queue {self.path} is closed; open it first")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append((op, future, durable))
+        self._pending.append((op, future, "read" if reads_only else
+                              "durable" if durable else "light"))
         if not self._draining:  # one submission per burst of calls, not one per call
             self._draining = True
             self._executor.submit(self._drain_all)
@@ -379,6 +393,10 @@ class SQLiteQueue:
     async def _run(self, op: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``op`` on the queue thread inside the next group transaction."""
         return await self._submit(op)
+
+    async def _read(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``op``, which only reads, on the queue thread (see :meth:`_submit`)."""
+        return await self._submit(op, reads_only=True)
 
     def _drain_all(self) -> None:
         """Run queued calls in group transactions until none is left (on the queue thread).
@@ -394,18 +412,22 @@ class SQLiteQueue:
             self._draining = True
 
     def _drain(self) -> None:
-        """Run every queued call: those that need no fsync in one transaction committed
-        without it, then the others in one transaction (on the queue thread)."""
-        batch: list[tuple[_Op, asyncio.Future[Any], bool]] = []
+        """Run every queued call: those that only read in one read transaction, those that
+        need no fsync in one transaction committed without it, then the others in one
+        transaction (on the queue thread)."""
+        batch: list[tuple[_Op, asyncio.Future[Any], str]] = []
         while self._pending and len(batch) < _MAX_BATCH:
             batch.append(self._pending.popleft())
-        light = [(op, future) for op, future, durable in batch if not durable]
+        reads = [(op, future) for op, future, kind in batch if kind == "read"]
+        if reads:
+            self._transaction(reads, begin="BEGIN DEFERRED")
+        light = [(op, future) for op, future, kind in batch if kind == "light"]
         if light:
             self._transaction(light, synchronous="NORMAL")
-        self._transaction([(op, future) for op, future, durable in batch if durable])
+        self._transaction([(op, future) for op, future, kind in batch if kind == "durable"])
 
     def _transaction(self, calls: list[tuple[_Op, asyncio.Future[Any]]], *,
-                     synchronous: str | None = None) -> None:
+                     synchronous: str | None = None, begin: str = "BEGIN IMMEDIATE") -> None:
         """Run ``calls`` in one transaction, each in its own savepoint, and settle their
         futures; ``synchronous`` overrides the connection's setting for this commit
         (WAL with NORMAL: no fsync at commit, still safe from corruption)."""
@@ -418,7 +440,7 @@ class SQLiteQueue:
                 raise sqlite3.OperationalError("the queue is closed")
             if synchronous is not None:
                 conn.execute(f"PRAGMA synchronous={synchronous}")
-            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(begin)
             for op, _ in calls:
                 conn.execute("SAVEPOINT op")
                 try:
@@ -632,9 +654,10 @@ class SQLiteQueue:
             made = delivery.attempt if attempt is not None else delivery.attempt - 1
             conn.execute(
                 "INSERT OR REPLACE INTO dead_letters (id, event_id, endpoint, attempts, reason, "
-                "error, dead_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "error, dead_at, okey) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (delivery.id, delivery.event.id, delivery.endpoint, made, reason,
-                 attempt.error if attempt is not None else None, self._clock()))
+                 attempt.error if attempt is not None else None, self._clock(),
+                 delivery.ordering_key))
 
         await self._run(op)
         if delivery.ordering_key is not None:
@@ -696,7 +719,7 @@ class SQLiteQueue:
                 "       (SELECT COUNT(*) FROM dead_letters)", {"now": now}).fetchone()
             return Depth(ready=ready, delayed=delayed, dead=dead, leased=leased)
 
-        return await self._run(op)
+        return await self._read(op)
 
     async def event(self, event_id: str) -> EventRecord | None:
         def op(conn: sqlite3.Connection) -> EventRecord | None:
@@ -713,7 +736,7 @@ class SQLiteQueue:
             return EventRecord(event=_event_from_row(row), endpoints=tuple(json.loads(row[7])),
                                attempts=attempts)
 
-        return await self._run(op)
+        return await self._read(op)
 
     async def dead_letters(self, endpoint: str | None = None, limit: int = 100
                            ) -> list[DeadLetter]:
@@ -731,11 +754,12 @@ class SQLiteQueue:
                                headers=json.loads(r[8]) if r[8] is not None else None)
                     for r in rows]
 
-        return await self._run(op)
+        return await self._read(op)
 
     async def replay(self, ids: Sequence[str] = (), endpoint: str | None = None,
                      all: bool = False) -> int:
-        """Requeue dead letters matching any of the selectors, in the order they died."""
+        """Requeue dead letters matching any of the selectors, in the order they died; an
+        ordered one rejoins its sequence at the end (after the deliveries waiting in it)."""
         conditions: list[str] = []
         args: list[Any] = []
         if all:
@@ -753,9 +777,9 @@ class SQLiteQueue:
 
         def op(conn: sqlite3.Connection) -> int:
             conn.execute(
-                "INSERT INTO deliveries (id, event_id, endpoint, state, attempt, avail_at) "
-                f"SELECT id, event_id, endpoint, 'ready', 1, ? FROM dead_letters WHERE {where} "
-                "ORDER BY dead_at, id", [self._clock(), *args])
+                "INSERT INTO deliveries (id, event_id, endpoint, state, attempt, avail_at, okey) "
+                f"SELECT id, event_id, endpoint, 'ready', 1, ?, okey FROM dead_letters "
+                f"WHERE {where} ORDER BY dead_at, id", [self._clock(), *args])
             return conn.execute(f"DELETE FROM dead_letters WHERE {where}", args).rowcount
 
         count = await self._run(op)
@@ -797,7 +821,47 @@ class SQLiteQueue:
                     for r in conn.execute(
                         "SELECT endpoint, reason, message, at FROM paused_endpoints")}
 
+        return await self._read(op)
+
+    async def record_failure(self, endpoint: str, at: float, *, open_after: int | None = None,
+                             reopen: bool = False) -> EndpointHealth:
+        def op(conn: sqlite3.Connection) -> EndpointHealth:
+            conn.execute(
+                "INSERT INTO endpoint_health (endpoint, failures, failing_since) VALUES (?, 1, ?) "
+                "ON CONFLICT (endpoint) DO UPDATE SET failures = failures + 1, "
+                "failing_since = MIN(failing_since, excluded.failing_since)", (endpoint, at))
+            row = conn.execute(
+                "UPDATE endpoint_health SET "
+                "opened_at = CASE WHEN opened_at IS NULL AND failures >= :open_after "
+                "  OR opened_at IS NOT NULL AND :reopen THEN :now ELSE opened_at END, "
+                "trial_until = CASE WHEN opened_at IS NOT NULL AND :reopen THEN NULL "
+                "  ELSE trial_until END "
+                "WHERE endpoint = :endpoint RETURNING failures, failing_since, opened_at",
+                {"endpoint": endpoint, "now": self._clock(), "reopen": reopen,
+                 "open_after": open_after if open_after is not None else 2**62}).fetchone()
+            return EndpointHealth(endpoint, row[0], row[1], row[2])
+
         return await self._run(op)
+
+    async def record_success(self, endpoint: str) -> None:
+        await self._run(lambda conn: conn.execute(
+            "DELETE FROM endpoint_health WHERE endpoint = ?", (endpoint,)))
+
+    async def claim_trial(self, endpoint: str, until: float) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            return conn.execute(
+                "UPDATE endpoint_health SET trial_until = ? WHERE endpoint = ? AND "
+                "(trial_until IS NULL OR trial_until <= ?)",
+                (until, endpoint, self._clock())).rowcount > 0
+
+        return await self._run(op)
+
+    async def endpoint_health(self) -> dict[str, EndpointHealth]:
+        def op(conn: sqlite3.Connection) -> dict[str, EndpointHealth]:
+            return {r[0]: EndpointHealth(r[0], r[1], r[2], r[3]) for r in conn.execute(
+                "SELECT endpoint, failures, failing_since, opened_at FROM endpoint_health")}
+
+        return await self._read(op)
 
     async def purge(self, before: float) -> int:
         """Drop events whose deliveries all finished before ``before``, with their attempts.

@@ -26,6 +26,11 @@ Layout for gateway ``G``::
     hookgate:{G}:order:waiting         integer, how many deliveries wait in those lists
     hookgate:{G}:paused                hash, endpoint -> JSON {reason, message, at}: runtime
                                        pauses (410 Gone, auto-disable)
+    hookgate:{G}:health                hash, endpoint -> "<failures> <failing since>
+                                       <circuit opened at or ''>" of each endpoint whose
+                                       last attempt failed (circuit breaker, auto-disable)
+    hookgate:{G}:trial:<ep>            string with a TTL: a deliverer holds the one trial
+                                       attempt of <ep>'s half-open circuit
     hookgate:{G}:ratelimit:<ep>        string, the GCRA theoretical arrival time of endpoint
                                        <ep>; expires when the bucket is full again
 """
@@ -97,6 +102,13 @@ class Keys:
     @property
     def paused(self) -> str:
         return f"{self.base}:paused"
+
+    @property
+    def health(self) -> str:
+        return f"{self.base}:health"
+
+    def trial(self, endpoint: str) -> str:
+        return f"{self.base}:trial:{endpoint}"
 
     @property
     def write_probe(self) -> str:

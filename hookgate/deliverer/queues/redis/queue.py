@@ -63,6 +63,7 @@ from hookgate.deliverer.queues.base import (
     DeadLetter,
     Delivery,
     Depth,
+    EndpointHealth,
     Event,
     EventRecord,
     PausedEndpoint,
@@ -668,6 +669,8 @@ class RedisQueue:
         made = delivery.attempt if attempt is not None else delivery.attempt - 1
         letter: list[Any] = [*_event_fields(event), "e", event.id, "p", delivery.endpoint,
                              "a", made, "r", reason, "d", repr(now)]
+        if delivery.ordering_key is not None:
+            letter += ["o", delivery.ordering_key]
         if attempt is not None and attempt.error is not None:
             letter += ["x", attempt.error]
         args = [*self._lease_args(delivery),
@@ -808,19 +811,22 @@ class RedisQueue:
         async def where() -> list[Any]:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for i in ids:
-                    pipe.hmget(self.keys.dead(i), ["e", "p"])
+                    pipe.hmget(self.keys.dead(i), ["e", "p", "o"])
                 return await pipe.execute()
 
-        keys = [self.keys.stream, self.keys.dead_index]
+        keys = [self.keys.stream, self.keys.dead_index, self.keys.order_busy,
+                self.keys.order_waiting]
         args: list[Any] = [self._ttl(0.0)]
-        for i, (event_id, endpoint) in zip(ids, await self._call("reading dead letters", where),
-                                           strict=True):
+        for i, (event_id, endpoint, okey) in zip(
+                ids, await self._call("reading dead letters", where), strict=True):
             letter = self.keys.dead(i)
             if event_id is None or endpoint is None:  # gone: the script only unindexes it
-                keys += [letter, letter, letter]
+                keys += [letter, letter, letter, letter]
             else:
-                keys += [letter, self.keys.dead_by_endpoint(endpoint.decode()),
-                         self.keys.event(event_id.decode())]
+                ep = endpoint.decode()
+                keys += [letter, self.keys.dead_by_endpoint(ep), self.keys.event(event_id.decode()),
+                         self.keys.order_wait(ep, okey.decode()) if okey is not None
+                         else self.keys.stream]
             args.append(i)
         if not ids:
             return 0
@@ -858,6 +864,37 @@ class RedisQueue:
                                            message=doc["message"], at=doc["at"])
         return out
 
+    async def record_failure(self, endpoint: str, at: float, *, open_after: int | None = None,
+                             reopen: bool = False) -> EndpointHealth:
+        value = await self._call("recording a failed attempt", lambda: self._script(
+            scripts.HEALTH_FAILURE, [self.keys.health, self.keys.trial(endpoint)],
+            [endpoint, repr(at), open_after or 0, 1 if reopen else 0, repr(self._clock())]))
+        return _health(endpoint, value)
+
+    async def record_success(self, endpoint: str) -> None:
+        await self._call("recording a successful attempt", lambda: self._script(
+            scripts.HEALTH_SUCCESS, [self.keys.health, self.keys.trial(endpoint)], [endpoint]))
+
+    async def claim_trial(self, endpoint: str, until: float) -> bool:
+        ttl = max(1, int((until - self._clock()) * 1000))
+        claimed = await self._call("claiming a circuit trial", lambda: self._script(
+            scripts.HEALTH_CLAIM, [self.keys.health, self.keys.trial(endpoint)],
+            [endpoint, ttl]))
+        return bool(claimed)
+
+    async def endpoint_health(self) -> dict[str, EndpointHealth]:
+        raw: Any = await self._call("reading endpoint health",
+                                    lambda: self._redis.hgetall(self.keys.health))
+        return {name.decode(): _health(name.decode(), value) for name, value in raw.items()}
+
     async def purge(self, before: float) -> int:
         """Nothing to do: events and attempt logs expire by TTL in Redis. Always 0."""
         return 0
+
+
+def _health(endpoint: str, value: bytes | str) -> EndpointHealth:
+    """Parse a field of the health hash (see keys.py)."""
+    text = value.decode() if isinstance(value, bytes) else value
+    failures, since, opened = text.split(" ")
+    return EndpointHealth(endpoint, int(failures), float(since),
+                          float(opened) if opened else None)

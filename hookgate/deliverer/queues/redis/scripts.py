@@ -9,8 +9,9 @@ so a script stays within one Redis Cluster slot.
 
 from __future__ import annotations
 
-__all__ = ["BURY", "COMPLETE_ALL", "DELAY", "ENQUEUE", "LEASE", "MAX_ATTEMPTS_LOGGED",
-           "PRELUDE", "RELEASE", "REPLAY"]
+__all__ = ["BURY", "COMPLETE_ALL", "DELAY", "ENQUEUE", "HEALTH_CLAIM", "HEALTH_FAILURE",
+           "HEALTH_SUCCESS", "LEASE", "MAX_ATTEMPTS_LOGGED", "PRELUDE", "RELEASE",
+           "REPLAY"]
 
 #: Attempts kept per event; replays of a flapping endpoint must not grow a list forever.
 MAX_ATTEMPTS_LOGGED = 1000
@@ -199,15 +200,16 @@ end
 return count
 """
 
-# KEYS stream, dead index, then (dead letter, dead-by-endpoint, event) per delivery;
-# ARGV retention, then the delivery ids
+# KEYS stream, dead index, order busy, order waiting, then (dead letter, dead-by-endpoint,
+# event, wait list of its ordering key or the stream) per delivery; ARGV retention, then the
+# delivery ids. An ordered dead letter rejoins its sequence as ENQUEUE adds one: at the end.
 REPLAY = """
 local names = {'t', 'b', 'at', 's', 'k', 'n', 'kh'}
 local count = 0
 for i = 2, #ARGV do
-  local j = 3 + (i - 2) * 3
-  local letter, by_endpoint, event = KEYS[j], KEYS[j + 1], KEYS[j + 2]
-  local f = redis.call('HMGET', letter, 'e', 'p', 't', 'b', 'at', 's', 'k', 'n', 'kh')
+  local j = 5 + (i - 2) * 4
+  local letter, by_endpoint, event, list = KEYS[j], KEYS[j + 1], KEYS[j + 2], KEYS[j + 3]
+  local f = redis.call('HMGET', letter, 'e', 'p', 't', 'b', 'at', 's', 'k', 'n', 'kh', 'o')
   if f[1] then
     if redis.call('EXISTS', event) == 0 then
       local restored = {}
@@ -222,7 +224,19 @@ for i = 2, #ARGV do
     else
       redis.call('EXPIRE', event, ARGV[1], 'GT')
     end
-    redis.call('XADD', KEYS[1], '*', 'e', f[1], 'p', f[2], 'a', '1')
+    local okey = f[10]
+    if not okey then
+      redis.call('XADD', KEYS[1], '*', 'e', f[1], 'p', f[2], 'a', '1')
+    else
+      local field = f[2] .. ' ' .. okey
+      if redis.call('HEXISTS', KEYS[3], field) == 1 then
+        redis.call('RPUSH', list, cjson.encode({f[1], f[2], 1, okey}))
+        redis.call('INCR', KEYS[4])
+      else
+        redis.call('HSET', KEYS[3], field, f[1] .. '/' .. f[2])
+        redis.call('XADD', KEYS[1], '*', 'e', f[1], 'p', f[2], 'a', '1', 'o', okey)
+      end
+    end
     redis.call('DEL', letter)
     redis.call('ZREM', by_endpoint, ARGV[i])
     count = count + 1
@@ -230,4 +244,45 @@ for i = 2, #ARGV do
   redis.call('ZREM', KEYS[2], ARGV[i])
 end
 return count
+"""
+
+
+# Endpoint health: a field "<failures> <failing since> <opened at or ''>" per failing endpoint.
+
+# KEYS health, trial claim; ARGV endpoint, at, open after (0: never), reopen (0/1), now.
+# Counts one more failure, opens the circuit when it is due (see Queue.record_failure) and
+# returns the field after.
+HEALTH_FAILURE = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+local failures, since, opened = 1, ARGV[2], ''
+if raw then
+  local f, s, o = string.match(raw, '^(%d+) (%S+) (%S*)$')
+  failures = tonumber(f) + 1
+  if tonumber(s) < tonumber(ARGV[2]) then since = s end
+  opened = o
+end
+local open_after = tonumber(ARGV[3])
+if opened == '' and open_after > 0 and failures >= open_after then
+  opened = ARGV[5]
+elseif opened ~= '' and ARGV[4] == '1' then
+  opened = ARGV[5]
+  redis.call('DEL', KEYS[2])
+end
+local value = failures .. ' ' .. since .. ' ' .. opened
+redis.call('HSET', KEYS[1], ARGV[1], value)
+return value
+"""
+
+# KEYS health, trial claim; ARGV endpoint.
+HEALTH_SUCCESS = """
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[2])
+"""
+
+# KEYS health, trial claim; ARGV endpoint, claim ttl ms. 1 if claimed: a failure is on
+# record and no other claim holds.
+HEALTH_CLAIM = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
 """

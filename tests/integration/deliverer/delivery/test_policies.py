@@ -164,6 +164,58 @@ async def test_circuit_opens_waits_then_a_trial_closes_it(start_gateway: StartGa
                             reason="circuit_open") or 0) > 0
 
 
+@pytest.mark.parametrize("queue", ["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+async def test_the_breaker_and_its_clock_outlive_the_deliverer_that_opened_it(
+        queue: str, request: pytest.FixtureRequest, tmp_path: Path, receiver: Recorder) -> None:
+    """A deliverer opens the circuit and is killed; the deliverer that comes next (a second
+    one on Redis, the same one restarted on SQLite) finds it open with the same auto-disable
+    clock, waits out the cooldown instead of trying at once, and one trial closes it."""
+    healthy = False
+    receiver.script["/flaky"] = lambda n: 204 if healthy else 500
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "m.yaml").write_text(
+        endpoint_yaml("flaky", receiver.url("/flaky"), schedule="[0s" + ", 10ms" * 20 + "]",
+                      extra="  circuitBreaker: {failureThreshold: 3, cooldown: 3s}\n"
+                            "  autoDisableAfter: 1h\n")
+        + subscription_yaml("all", "flaky", '["*"]'))
+    url = request.getfixturevalue("redis_url") if queue == "redis" else None
+    data = [tmp_path / "data", tmp_path / ("data" if queue == "sqlite" else "data2")]
+    procs = [GatewayProcess(config, data[i], tmp_path / f"gw{i}.log", *RUN_OPTIONS, queue=url)
+             for i in range(2)]
+    async with aiohttp.ClientSession() as http:
+
+        async def state(proc: GatewayProcess, circuit: str) -> dict[str, Any] | None:
+            async with http.get(proc.url + "/v1/endpoints") as resp:
+                item: dict[str, Any] = (await resp.json())["items"][0]
+            return item if item["circuit"] == circuit else None
+
+        try:
+            await procs[0].start(http)
+            async with http.post(procs[0].url + "/v1/events",
+                                 json={"type": "x", "data": {}}) as resp:
+                assert resp.status == 202
+            before = await wait_for(lambda: state(procs[0], "Open"), what="an open circuit")
+            assert before["failingSince"] is not None
+            procs[0].kill()
+            await procs[1].start(http)
+            # Open, or HalfOpen if starting took longer than the cooldown (a loaded machine);
+            # a new process's own breaker would be Closed
+            after = await state(procs[1], "Open") or await state(procs[1], "HalfOpen")
+            assert after is not None, "the new deliverer does not see the open circuit"
+            assert after["failingSince"] == before["failingSince"]  # the auto-disable clock
+            healthy = True
+            trial = (await receiver.wait_for(lambda r: len(r) == 4, timeout=30,
+                                             what="the trial after the cooldown"))[-1]
+            third = receiver.on("/flaky")[2]
+            # a lower bound only: a slow machine makes the wait longer, never shorter
+            assert trial.at - third.at >= 2.5, "the new deliverer tried before the cooldown"
+            await wait_for(lambda: state(procs[1], "Closed"), what="the trial to close it")
+        finally:
+            for p in procs:
+                p.kill()
+
+
 async def _circuit(gw: Running, name: str, wanted: str) -> dict[str, Any] | None:
     state = await endpoint_state(gw, name)
     return state if state["circuit"] == wanted else None

@@ -27,6 +27,7 @@ from hookgate.deliverer.queues.base import (
 from hookgate.deliverer.queues.redis.queue import RedisQueue
 from hookgate.deliverer.queues.sqlite import SQLiteQueue
 from tests.support.clock import FakeClock
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -395,6 +396,47 @@ async def test_ordered_key_survives_postpone_and_lease_expiry(backend: Backend,
     assert second.event.id == "evt_2"
 
 
+async def test_replayed_dead_letters_rejoin_their_sequence_in_order(queue: Queue) -> None:
+    """Dead letters of one key replayed together go out one at a time, in the order they
+    died, after the key's deliveries still waiting; other keys are not held back."""
+    for n in (1, 2):  # both die, one after the other
+        await queue.enqueue(event(n), [A], ordering_keys={A: "k"})
+        (d,) = await take(queue, 1)
+        await queue.bury(d, outcome(d, "dead", 500, "HTTP 500"), "Exhausted")
+    await queue.enqueue(event(3), [A], ordering_keys={A: "k"})  # the live head of k
+    await queue.enqueue(event(4), [A], ordering_keys={A: "k"})  # waiting behind it
+    (head,) = await take(queue, 1)
+    assert head.event.id == "evt_3"
+    assert await queue.replay(endpoint=A) == 2
+    assert await queue.fetch(10, wait=0.1) == []  # both wait behind evt_3 (and evt_4)
+    await queue.enqueue(event(5), [A], ordering_keys={A: "other"})
+    (free,) = await take(queue, 1)
+    assert free.event.id == "evt_5"
+    order = [head.event.id]
+    while len(order) < 4:
+        await queue.complete(head, outcome(head))
+        (head,) = await take(queue, 1)
+        assert head.ordering_key == "k" and head.attempt == 1
+        assert await queue.fetch(10, wait=0) == []  # one at a time
+        order.append(head.event.id)
+    assert order == ["evt_3", "evt_4", "evt_1", "evt_2"]
+
+
+async def test_a_replayed_ordered_dead_letter_goes_at_once_when_its_key_is_idle(
+        queue: Queue) -> None:
+    await queue.enqueue(event(1), [A], ordering_keys={A: "k"})
+    (d,) = await take(queue, 1)
+    await queue.bury(d, None, "EndpointDeleted")
+    assert await queue.replay([d.id]) == 1
+    (again,) = await take(queue, 1)
+    assert (again.event.id, again.ordering_key) == ("evt_1", "k")
+    await queue.enqueue(event(2), [A], ordering_keys={A: "k"})
+    assert await queue.fetch(10, wait=0.1) == []  # the replayed one holds the key again
+    await queue.complete(again, outcome(again))
+    (nxt,) = await take(queue, 1)
+    assert nxt.event.id == "evt_2"
+
+
 # -- runtime pauses ------------------------------------------------------------------------------
 
 
@@ -407,6 +449,82 @@ async def test_runtime_pause_is_stored_and_lifted(queue: Queue) -> None:
     assert await queue.resume_endpoint(A) is True
     assert await queue.resume_endpoint(A) is False
     assert await queue.paused_endpoints() == {}
+
+
+# -- endpoint health (circuit breakers, auto-disable) ----------------------------------------
+
+
+async def two_deliverers(backend: Backend) -> tuple[Queue, Queue]:
+    """Two deliverers on one store; SQLite has one process per file, so it is one twice."""
+    first = await backend.open()
+    return first, (first if backend.name == "sqlite" else await backend.open())
+
+
+async def test_failures_are_counted_across_consumers_until_a_success(backend: Backend) -> None:
+    first, second = await two_deliverers(backend)
+    assert await first.endpoint_health() == {}
+    h = await first.record_failure(A, 1_700_000_010.0)
+    assert (h.endpoint, h.failures, h.failing_since, h.opened_at) == (A, 1, 1_700_000_010.0, None)
+    h = await second.record_failure(A, 1_700_000_005.0)  # an earlier attempt, finished later
+    assert (h.failures, h.failing_since) == (2, 1_700_000_005.0)
+    await second.record_failure(B, 1_700_000_020.0)
+    seen = await first.endpoint_health()
+    assert set(seen) == {A, B} and seen[A].failures == 2 and seen[B].failures == 1
+    await first.record_success(A)
+    assert set(await second.endpoint_health()) == {B}
+    assert (await second.record_failure(A, 1_700_000_030.0)).failures == 1  # a new run
+
+
+async def test_the_failure_that_reaches_the_threshold_opens_the_circuit(
+        backend: Backend) -> None:
+    first, second = await two_deliverers(backend)
+    now = backend.clock.now
+    assert await first.claim_trial(A, now + 30) is False  # nothing on record: nothing to try
+    h = await first.record_failure(A, 1_700_000_000.0, open_after=2, reopen=True)
+    assert (h.failures, h.opened_at) == (1, None)  # closed: reopen does not apply
+    h = await second.record_failure(A, 1_700_000_001.0, open_after=2)
+    assert (h.failures, h.opened_at) == (2, now)  # opened by the queue's clock
+    assert (await first.endpoint_health())[A].opened_at == now
+    backend.clock.now += 10
+    h = await first.record_failure(A, 1_700_000_002.0, open_after=2)
+    assert (h.failures, h.opened_at) == (3, now)  # open already: the opening stays
+    h = await first.record_failure(B, 1_700_000_002.0)  # no breaker: never opens
+    assert h.opened_at is None
+
+
+async def test_one_trial_at_a_time_and_a_failed_trial_restarts_the_cooldown(
+        backend: Backend) -> None:
+    first, second = await two_deliverers(backend)
+    await first.record_failure(A, 1_700_000_000.0, open_after=1)
+    assert await first.claim_trial(A, backend.clock.now + 30) is True
+    assert await second.claim_trial(A, backend.clock.now + 30) is False  # held by the first
+    backend.clock.now += 5
+    h = await first.record_failure(A, 1_700_000_005.0, open_after=1, reopen=True)
+    assert h.opened_at == backend.clock.now  # a new cooldown, and the claim is free again
+    assert await second.claim_trial(A, backend.clock.now + 30) is True
+    await first.record_success(A)  # a trial succeeded: record and claim are gone
+    assert await first.endpoint_health() == {}
+    await first.record_failure(A, 1_700_000_050.0, open_after=1)
+    assert await first.claim_trial(A, backend.clock.now + 30) is True
+
+
+async def test_a_trial_claim_lapses_at_its_time(backend: Backend) -> None:
+    queue = await backend.open()
+    await queue.record_failure(A, 1_700_000_000.0)
+    assert await queue.claim_trial(A, backend.clock.now + 0.05) is True  # its holder died
+    backend.clock.now += 1
+    # SQLite compares with the queue's clock; Redis lets the claim's TTL (real time) run out
+    assert await wait_for(lambda: queue.claim_trial(A, backend.clock.now + 30), timeout=5,
+                          what="the lapsed claim to be taken again")
+
+
+async def test_endpoint_health_survives_a_restart(backend: Backend) -> None:
+    queue = await backend.open()
+    await queue.record_failure(A, 1_700_000_000.0, open_after=1)
+    await queue.close()
+    again = await backend.open()
+    h = (await again.endpoint_health())[A]
+    assert (h.failures, h.failing_since, h.opened_at) == (1, 1_700_000_000.0, backend.clock.now)
 
 
 async def test_broker_message_is_kept_as_a_dead_letter_of_its_source(queue: Queue) -> None:
