@@ -101,6 +101,9 @@ class Sender:
     ``allow_cidrs`` are the SSRF guard's exceptions; :meth:`set_allowed` changes them.
     """
 
+    # A pool's kept-alive connections were checked when they were opened: a change of the
+    # exceptions starts a new pool, and the old one is closed once its requests are done.
+
     def __init__(self, max_connections: int = 256, allow_cidrs: Iterable[str] = ()) -> None:
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
@@ -113,17 +116,26 @@ class Sender:
         # Parsing and checking once per URL instead of once per delivery (hot path).
         self._targets: dict[str, tuple[URL, str | None]] = {}
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+        self._sending = 0  # requests under way on the current pool
+        self._retired: dict[aiohttp.ClientSession, int] = {}  # old pools -> requests left
 
     def set_allowed(self, allow_cidrs: Iterable[str]) -> None:
-        """New SSRF exceptions (a config change); cached DNS answers are dropped."""
+        """New SSRF exceptions (a config change). Cached DNS answers and kept-alive
+        connections were checked against the old ones: new deliveries go through a new
+        connection pool; requests under way finish on the old one, which then closes."""
         allowed = tuple(allow_cidrs)
         if allowed == self._allowed:
             return
         self._allowed = allowed
         self.policy = self._resolver.policy = AddressPolicy(allowed)
         self._targets.clear()
-        if self._connector is not None:
-            self._connector.clear_dns_cache()
+        if self._session is not None:
+            old, left = self._session, self._sending
+            self._open_pool()
+            if left:
+                self._retired[old] = left
+            else:
+                asyncio.get_running_loop().create_task(old.close())
 
     def _target(self, url: str) -> tuple[URL, str | None]:
         """``url`` parsed, and why the current policy refuses its host if it is a refused
@@ -154,6 +166,9 @@ class Sender:
         return cached[1]
 
     async def open(self) -> None:
+        self._open_pool()
+
+    def _open_pool(self) -> None:
         connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0,
                                          ttl_dns_cache=60, enable_cleanup_closed=True,
                                          resolver=self._resolver)
@@ -162,16 +177,44 @@ class Sender:
         self._session = aiohttp.ClientSession(connector=connector,
                                               cookie_jar=aiohttp.DummyCookieJar(),
                                               auto_decompress=False)
+        self._sending = 0
+
+    def _done(self, session: aiohttp.ClientSession) -> None:
+        """A request on ``session`` finished; close a retired pool after its last one."""
+        if session is self._session:
+            self._sending -= 1
+            return
+        left = self._retired[session] = self._retired[session] - 1
+        if left <= 0:
+            del self._retired[session]
+            asyncio.get_running_loop().create_task(session.close())
 
     async def close(self) -> None:
+        for old in list(self._retired):
+            await old.close()
+        self._retired.clear()
         if self._session is not None:
             await self._session.close()
             self._session = None
 
+    async def _post(self, session: aiohttp.ClientSession, url: URL, body: bytes,
+                    headers: Mapping[str, str], limits: aiohttp.ClientTimeout,
+                    tls: ssl.SSLContext | bool, started: float) -> Response:
+        async with session.post(url, data=body, headers=headers, allow_redirects=False,
+                                timeout=limits, ssl=tls) as resp:
+            ok = 200 <= resp.status < 300
+            text = "" if ok else (await resp.content.read(KEEP_BODY)).decode(errors="replace")
+            if ok:
+                await _drain(resp)
+            error = None if ok else f"HTTP {resp.status}" + (f": {text}" if text else "")
+            return Response(resp.status, time.perf_counter() - started, error,
+                            resp.headers.get("Retry-After"))
+
     async def send(self, endpoint: EndpointConfig, keys: Sequence[SigningKey], msg_id: str,
                    body: bytes, extra_headers: Mapping[str, str] | None = None,
                    auth: EndpointAuth | None = None) -> Response:
-        assert self._session is not None, "Sender.open() first"
+        session = self._session
+        assert session is not None, "Sender.open() first"
         timestamp = int(time.time())
         headers = delivery_headers(endpoint, keys, msg_id, timestamp, body)
         if extra_headers:
@@ -187,17 +230,12 @@ class Sender:
             url, refused = self._target(endpoint.url)
             if refused is not None:  # IP literals skip the resolver
                 raise AddressRefused(refused)
-            async with self._session.post(
-                url, data=body, headers=headers, allow_redirects=False,
-                timeout=self._timeout(endpoint.timeout), ssl=tls,
-            ) as resp:
-                ok = 200 <= resp.status < 300
-                text = "" if ok else (await resp.content.read(KEEP_BODY)).decode(errors="replace")
-                if ok:
-                    await _drain(resp)
-                error = None if ok else f"HTTP {resp.status}" + (f": {text}" if text else "")
-                return Response(resp.status, time.perf_counter() - started, error,
-                                resp.headers.get("Retry-After"))
+            self._sending += 1
+            try:
+                return await self._post(session, url, body, headers,
+                                        self._timeout(endpoint.timeout), tls, started)
+            finally:
+                self._done(session)
         except AddressRefused as exc:
             return Response(None, time.perf_counter() - started, str(exc), refused=True)
         except TimeoutError:
