@@ -37,11 +37,18 @@ class Document:
 
 
 def manifest_files(paths: Iterable[str | Path]) -> list[Path]:
-    """The YAML/JSON files named, directories searched recursively, in a stable order."""
+    """The YAML/JSON files named, directories searched recursively, in a stable order.
+
+    Hidden files and directories are skipped: a ConfigMap mounted as a volume keeps each
+    file twice, as ``NAME`` and in the ``..TIMESTAMP/`` directory it links to."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.suffix in SUFFIXES and f.is_file()))
+            out.extend(sorted(
+                f for f in p.rglob("*")
+                if f.suffix in SUFFIXES and f.is_file()
+                and not any(part.startswith(".") for part in f.relative_to(p).parts)
+            ))
         else:
             out.append(p)
     return out

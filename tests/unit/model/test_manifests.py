@@ -52,6 +52,21 @@ def test_a_valid_directory_compiles_into_routes_and_keys(tmp_path: Path) -> None
     assert compiled.config.subscriptions[0].endpoint == "default/acme"
 
 
+def test_a_mounted_configmap_is_read_once(tmp_path: Path) -> None:
+    # What the kubelet makes of a ConfigMap volume: the files live in a hidden,
+    # timestamped directory, and the visible names are links through ..data.
+    data = tmp_path / "..2026_01_01_00_00_00.000000001"
+    data.mkdir()
+    (data / "config.yaml").write_text(ENDPOINT)
+    (tmp_path / "..data").symlink_to(data.name)
+    (tmp_path / "config.yaml").symlink_to("..data/config.yaml")
+    resources, problems = load_paths([tmp_path])
+    assert problems == []  # no "defined twice"
+    compiled = compile_config(resources, select_gateway(resources, None))
+    assert compiled.problems == ()
+    assert list(compiled.config.endpoints) == ["default/acme"]
+
+
 def test_missing_endpoint_names_file_object_field_and_fix(tmp_path: Path) -> None:
     text = ENDPOINT.replace("endpointRef: {name: acme}", "endpointRef: {name: acne}")
     resources, _ = load_paths([write(tmp_path, "a.yaml", text)])
