@@ -24,6 +24,11 @@ from tests.support.receiver import LoopbackReceiver
 
 pytestmark = pytest.mark.timeout(180)
 
+# The blocked head retries quickly, then every second for 7 s more (32 delays, the most a
+# schedule takes): the other keys get that long to arrive before the head would run out of
+# attempts, where 30 x 20 ms gave them 0.6 s, too little on a loaded 2-core machine.
+HOLDING = "[0s" + ", 20ms" * 24 + ", 1s" * 7 + "]"
+
 ORDERED = ("  ordering: {key: data.customer}\n"
            "  circuitBreaker: {failureThreshold: 10000}\n")
 
@@ -69,7 +74,7 @@ async def test_ordered_keys_in_process(start_gateway: StartGateway,
                                        order_receiver: OrderReceiver) -> None:
     gw = await start_gateway(
         endpoint_yaml("ordered", f"http://127.0.0.1:{order_receiver.port}/in",
-                      schedule="[0s" + ", 20ms" * 30 + "]", extra=ORDERED)
+                      schedule=HOLDING, extra=ORDERED)
         + subscription_yaml("all", "ordered", '["*"]'))
     order_receiver.blocked.add("stuck")
 
@@ -96,7 +101,7 @@ async def test_ordering_holds_across_two_deliverers_on_redis(
     config.mkdir()
     (config / "m.yaml").write_text(
         endpoint_yaml("ordered", f"http://127.0.0.1:{order_receiver.port}/in",
-                      schedule="[0s" + ", 20ms" * 30 + "]", extra=ORDERED)
+                      schedule=HOLDING, extra=ORDERED)
         + subscription_yaml("all", "ordered", '["*"]'))
     procs = [GatewayProcess(config, tmp_path / f"data{i}", tmp_path / f"gw{i}.log", *RUN_OPTIONS,
                             queue=redis_url) for i in range(2)]
