@@ -67,6 +67,8 @@ for tool in \
   "k8s.io/kubernetes/cmd/kube-apiserver@$k8s" \
   "k8s.io/kubernetes/cmd/kube-controller-manager@$k8s" \
   "k8s.io/kubernetes/cmd/kubectl@$k8s" \
+  "k8s.io/kubernetes/cmd/kube-scheduler@$k8s" \
+  "k8s.io/kubernetes/cmd/kubelet@$k8s" \
   "go.etcd.io/etcd/server/v3@$etcd"; do
   "$GO" get -tool "$tool"
 done
