@@ -9,8 +9,19 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from tests.support.ci import unavailable
+from tests.support.pki import Pki, make_pki
 from tests.support.receiver import Recorder
-from tests.support.redis_server import INSTALL_HINT, RedisServer, find_redis_server
+from tests.support.redis_server import (
+    INSTALL_HINT,
+    RedisServer,
+    SentinelSet,
+    find_redis_server,
+    start_sentinel_set,
+    tls_options,
+)
+
+#: The ACL user (and password) of the TLS Redis.
+TLS_USER, TLS_PASSWORD = "hookgate", "s3cret-p@ss"
 
 
 @pytest.fixture(scope="session")
@@ -43,6 +54,60 @@ def redis_url(redis_server: RedisServer) -> str:
     redis_server.start()
     _flushall(redis_server.port)
     return redis_server.url
+
+
+def _redis_binary() -> str:
+    binary = find_redis_server()
+    if binary is None:
+        unavailable(INSTALL_HINT)
+    return binary
+
+
+@pytest.fixture(scope="session")
+def redis_sentinels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSet]:
+    """A master, a replica and three Sentinels for the session (left as they are: tests
+    that fail the master over make a set of their own with :func:`start_sentinel_set`)."""
+    made = start_sentinel_set(_redis_binary(), tmp_path_factory.mktemp("sentinel"))
+    yield made
+    made.stop()
+
+
+@pytest.fixture
+def redis_sentinel_url(redis_sentinels: SentinelSet) -> str:
+    """The redis+sentinel:// URL of an empty master (flushed for this test)."""
+    port = redis_sentinels.master_port()
+    assert port is not None, "the session's Sentinels disagree on the master"
+    _flushall(port)
+    return redis_sentinels.url
+
+
+@pytest.fixture(scope="session")
+def redis_tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RedisServer, Pki]]:
+    """A redis-server that speaks TLS only, with one ACL user (the default user is off)."""
+    directory = tmp_path_factory.mktemp("redis-tls")
+    pki = make_pki(directory)
+    server = RedisServer(_redis_binary(), directory, tls=True,
+                         extra=tls_options(pki, TLS_USER, TLS_PASSWORD))
+    server.start()
+    yield server, pki
+    server.stop()
+
+
+@pytest.fixture
+def redis_tls_url(redis_tls_server: tuple[RedisServer, Pki]) -> str:
+    """rediss://USER:PASS@.../0?ssl_ca_certs=... of the TLS server, flushed for this test."""
+    import redis
+
+    server, pki = redis_tls_server
+    ca = pki.dir / "ca.pem"
+    client = redis.Redis(host="127.0.0.1", port=server.port, ssl=True, ssl_ca_certs=str(ca),
+                         username=TLS_USER, password=TLS_PASSWORD)
+    try:
+        client.flushall()
+    finally:
+        client.close()
+    return (f"rediss://{TLS_USER}:s3cret-p%40ss@127.0.0.1:{server.port}/0"
+            f"?ssl_ca_certs={ca}")
 
 
 @pytest.fixture

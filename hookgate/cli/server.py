@@ -31,8 +31,9 @@ def add_commands(sub: Any) -> None:
                      help="directory of WebhookEndpoint/Subscription/... manifests "
                           "[HOOKGATE_CONFIG, default: examples]")
     run.add_argument("--queue", default=env("QUEUE"),
-                     help="sqlite:PATH (default: sqlite:DATA_DIR/queue.db) or redis://HOST:PORT/DB "
-                          "[HOOKGATE_QUEUE]")
+                     help="sqlite:PATH (default: sqlite:DATA_DIR/queue.db), redis://HOST:PORT/DB, "
+                          "redis+sentinel://HOST:PORT,.../MASTER or redis+cluster://... "
+                          "(rediss for TLS) [HOOKGATE_QUEUE]")
     run.add_argument("--listen", default=env("LISTEN", "127.0.0.1:8080"),
                      help="HOST:PORT of the HTTP API [HOOKGATE_LISTEN, default: 127.0.0.1:8080]")
     run.add_argument("--data-dir", default=env("DATA_DIR", ".hookgate"),
@@ -49,7 +50,8 @@ def add_commands(sub: Any) -> None:
                            default=env("GATEWAY"),
                            help="NAMESPACE/NAME of the WebhookGateway [HOOKGATE_GATEWAY]")
     deliverer.add_argument("--queue", default=env("QUEUE"),
-                           help="redis://HOST:PORT/DB (the operator sets it) [HOOKGATE_QUEUE]")
+                           help="the gateway's Redis URL, any form --queue of `hookgate run` "
+                                "takes (the operator sets it) [HOOKGATE_QUEUE]")
     deliverer.add_argument("--listen", default=env("LISTEN", "0.0.0.0:8080"),
                            help="HOST:PORT of the HTTP API [default: 0.0.0.0:8080]")
     deliverer.add_argument("--kubeconfig", default=None,
@@ -138,7 +140,8 @@ def build_gateway(args: argparse.Namespace, queue_url: str, loaded: GatewayConfi
     try:
         queue = open_queue(queue_url, gateway=config.gateway,
                            visibility_timeout=visibility_timeout(config,
-                                                                 args.visibility_timeout))
+                                                                 args.visibility_timeout),
+                           min_replica_acks=loaded.min_replica_acks)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return None

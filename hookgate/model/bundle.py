@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from hookgate.model.compiler import Compiled, EndpointAuth
 from hookgate.model.routing import RoutingConfig
 
-__all__ = ["CONFIG_KEY", "SECRETS_KEY", "GatewayConfig", "config_map_name", "secret_name"]
+__all__ = ["CONFIG_KEY", "SECRETS_KEY", "GatewayConfig", "config_map_name", "min_replica_acks",
+           "secret_name"]
 
 CONFIG_KEY = "routing.json"  # ConfigMap data key
 SECRETS_KEY = "secrets.json"  # Secret data key (stringData; the API stores it base64)
@@ -30,6 +32,12 @@ def secret_name(gateway: str) -> str:
     return f"hookgate-{gateway}-keys"
 
 
+def min_replica_acks(gateway_spec: Mapping[str, Any]) -> int:
+    """``spec.queue.redis.minReplicaAcks`` of a WebhookGateway (0 when not set)."""
+    redis = ((gateway_spec.get("queue") or {}).get("redis")) or {}
+    return int(redis.get("minReplicaAcks") or 0)
+
+
 @dataclass(frozen=True)
 class GatewayConfig:
     """Everything a config source (files, or the cluster) hands a running gateway."""
@@ -37,10 +45,12 @@ class GatewayConfig:
     compiled: Compiled
     api_keys: tuple[str, ...] = ()
     max_body_bytes: int | None = None
+    # spec.queue.redis.minReplicaAcks: replicas that must confirm an event before its 202
+    min_replica_acks: int = 0
 
     def config_data(self) -> dict[str, str]:
         """The ConfigMap's data: routing and non-secret settings."""
-        settings = {"maxBodyBytes": self.max_body_bytes}
+        settings = {"maxBodyBytes": self.max_body_bytes, "minReplicaAcks": self.min_replica_acks}
         return {CONFIG_KEY: self.compiled.config.to_json(),
                 "settings.json": json.dumps(settings, sort_keys=True)}
 
@@ -70,4 +80,5 @@ class GatewayConfig:
             endpoint_auth={k: EndpointAuth(**v)
                            for k, v in secrets.get("endpointAuth", {}).items()},
             source_secrets={k: dict(v) for k, v in secrets.get("sourceSecrets", {}).items()})
-        return cls(compiled, tuple(secrets.get("apiKeys", ())), settings.get("maxBodyBytes"))
+        return cls(compiled, tuple(secrets.get("apiKeys", ())), settings.get("maxBodyBytes"),
+                   int(settings.get("minReplicaAcks") or 0))

@@ -12,9 +12,10 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from hookgate import __version__
+from hookgate.deliverer.queues.redis.address import Kind, RedisAddress
+from hookgate.deliverer.queues.redis.address import parse as parse_address
 from hookgate.deliverer.queues.redis.keys import CONSUMER_GROUP, Keys
 from hookgate.model.bundle import GatewayConfig, config_map_name, secret_name
 from hookgate.model.resources import API_VERSION
@@ -137,10 +138,12 @@ def _queue_env(spec: Mapping[str, Any]) -> list[Obj]:
     """HOOKGATE_QUEUE for the deliverer; address and password for a KEDA trigger."""
     redis = (spec.get("queue") or {}).get("redis") or {}
     if "url" in redis:
-        parts = urlsplit(redis["url"])
-        return [{"name": "HOOKGATE_QUEUE", "value": redis["url"]},
-                {"name": "HOOKGATE_REDIS_ADDRESS",
-                 "value": f"{parts.hostname}:{parts.port or 6379}"}]
+        address = _address(redis["url"])
+        hosts = [f"{h}:{p}" for h, p in address.hosts] if address else []
+        env = [{"name": "HOOKGATE_QUEUE", "value": redis["url"]}]
+        if address is not None and address.kind is not Kind.SINGLE:
+            return [*env, {"name": "HOOKGATE_REDIS_ADDRESSES", "value": ",".join(hosts)}]
+        return [*env, {"name": "HOOKGATE_REDIS_ADDRESS", "value": hosts[0] if hosts else ""}]
     ref = (redis.get("urlFrom") or {}).get("secretKeyRef") or {}
     if not ref:
         return []
@@ -155,6 +158,14 @@ def _queue_env(spec: Mapping[str, Any]) -> list[Obj]:
     return [from_secret("HOOKGATE_QUEUE", ref.get("key", "url")),
             from_secret("HOOKGATE_REDIS_ADDRESS", "address", optional=True),
             from_secret("HOOKGATE_REDIS_PASSWORD", "password", optional=True)]
+
+
+def _address(url: str) -> RedisAddress | None:
+    """The parsed queue URL; None when it does not parse (the deliverer then says why)."""
+    try:
+        return parse_address(url)
+    except ValueError:
+        return None
 
 
 def build_deployment(gateway: Mapping[str, Any], replicas: int,
@@ -266,6 +277,17 @@ def build_scaled_object(gateway: Mapping[str, Any]) -> Obj:
     metadata: Obj = {"stream": keys.stream, "consumerGroup": CONSUMER_GROUP,
                      "lagCount": str(scaling.get("targetBacklogPerReplica", 500)),
                      "activationLagCount": "0", "addressFromEnv": "HOOKGATE_REDIS_ADDRESS"}
+    trigger = "redis-streams"
+    address = _address(redis["url"]) if "url" in redis else None
+    if address is not None and address.kind is not Kind.SINGLE:
+        # KEDA's Sentinel and Cluster scalers take the node list (and the master's name)
+        trigger = f"redis-{address.kind.value}-streams"
+        del metadata["addressFromEnv"]
+        metadata["addressesFromEnv"] = "HOOKGATE_REDIS_ADDRESSES"
+        if address.master is not None:
+            metadata["sentinelMaster"] = address.master
+    if address is not None and address.tls:
+        metadata["enableTLS"] = "true"
     if "urlFrom" in redis:
         metadata["passwordFromEnv"] = "HOOKGATE_REDIS_PASSWORD"
     return {
@@ -280,7 +302,7 @@ def build_scaled_object(gateway: Mapping[str, Any]) -> Obj:
                 "scaleDown": {"stabilizationWindowSeconds":
                               scaling.get("scaleDownStabilizationSeconds", 300)},
                 "scaleUp": {"stabilizationWindowSeconds": 0}}}},
-            "triggers": [{"type": "redis-streams", "metadata": metadata}],
+            "triggers": [{"type": trigger, "metadata": metadata}],
         },
     }
 

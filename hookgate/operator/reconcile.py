@@ -17,7 +17,7 @@ from typing import Any
 
 from hookgate.deliverer.queues.base import Queue, QueueUnavailable
 from hookgate.deliverer.queues.factory import open_queue
-from hookgate.model.bundle import GatewayConfig
+from hookgate.model.bundle import GatewayConfig, min_replica_acks
 from hookgate.model.compiler import compile_config
 from hookgate.model.problems import ManifestError, Problem
 from hookgate.model.resources import Resource, parse_resource
@@ -111,7 +111,8 @@ class Reconciler:
         gateway_problems: list[Problem] = []
         api_keys = self._api_keys(spec, secrets, gateway_problems)
         config = GatewayConfig(compiled, api_keys,
-                               (spec.get("ingest") or {}).get("maxBodyBytes"))
+                               (spec.get("ingest") or {}).get("maxBodyBytes"),
+                               min_replica_acks(spec))
 
         backlog = await self._backlog(gateway, state, secrets, gateway_problems)
         replicas = await self._replicas(gateway, state, backlog)

@@ -87,6 +87,13 @@ INVALID_OBJECTS: list[InvalidObject] = [
     ("gateway-neither-url-nor-url-from",
      _gateway("no-redis-url", queue={"redis": {}}),
      "spec.queue.redis", "set exactly one of queue.redis.url or queue.redis.urlFrom"),
+    ("gateway-redis-url-scheme",
+     _gateway("redis-url-scheme", queue={"redis": {"url": "http://redis:6379/0"}}),
+     "spec.queue.redis.url", "should match"),
+    ("gateway-negative-replica-acks",
+     _gateway("negative-replica-acks", queue={"redis": {
+         "url": "redis+sentinel://s1:26379,s2:26379/mymaster", "minReplicaAcks": -1}}),
+     "spec.queue.redis.minReplicaAcks", "greater than or equal to 0"),
     ("gateway-unknown-mode",
      _gateway("unknown-mode", autoscaling={"mode": "Auto"}),
      "spec.autoscaling.mode", 'Unsupported value: "Auto"'),

@@ -4,6 +4,11 @@ Tests that need Redis talk to a real one, so what they prove holds in production
 scripts, stream semantics, persistence across a restart and the errors a client sees when
 the server goes away. :meth:`RedisServer.stop` and :meth:`RedisServer.start` restart it on
 the same port and data directory, which is how "a Redis restart loses nothing" is tested.
+
+:class:`RedisServer` also takes extra options (a replica with ``replicaof``, TLS with an ACL
+user: :func:`tls_options`), and :class:`RedisSentinel` is one Sentinel (``redis-server
+--sentinel``) watching a master; :func:`start_sentinel_set` makes a master, a replica and
+three Sentinels that agree on them.
 """
 
 from __future__ import annotations
@@ -11,11 +16,19 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.process import ServerProcess
+from tests.support.pki import Pki
+from tests.support.process import ServerProcess, listening
+from tests.support.waiting import wait_for_blocking
 
-__all__ = ["INSTALL_HINT", "RedisServer", "find_redis_server"]
+__all__ = ["INSTALL_HINT", "MASTER", "RedisSentinel", "RedisServer", "SentinelSet",
+           "find_redis_server", "start_sentinel_set", "tls_options"]
+
+#: The Sentinel service name the tests use.
+MASTER = "hookgate"
 
 INSTALL_HINT = ("redis-server is not installed; install it (Debian/Ubuntu: "
                 "`apt-get install redis-server`, macOS: `brew install redis`) or set "
@@ -34,12 +47,17 @@ def find_redis_server() -> str | None:
 
 
 def _ping(port: int) -> bool:
+    return _ask(port, b"PING\r\n").startswith(b"+PONG")
+
+
+def _ask(port: int, command: bytes) -> bytes:
+    """One inline command to a plain-text port; b"" when nothing answers."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
+            s.sendall(command)
+            return s.recv(65536)
     except OSError:
-        return False
+        return b""
 
 
 class RedisServer(ServerProcess):
@@ -49,18 +67,122 @@ class RedisServer(ServerProcess):
     start_timeout = 10.0
     poll_interval = 0.02
 
-    def __init__(self, binary: str, directory: Path, port: int | None = None) -> None:
+    def __init__(self, binary: str, directory: Path, port: int | None = None,
+                 extra: Sequence[str] = (), tls: bool = False) -> None:
         self.binary = binary
+        self.extra = list(extra)
+        self.tls = tls  # then ``port`` is the TLS port and there is no plain one
         super().__init__(directory, port)
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
 
     def command(self) -> list[str]:
-        return [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
+        ports = (["--port", "0", "--tls-port", str(self.port)] if self.tls
+                 else ["--port", str(self.port)])
+        return [self.binary, *ports, "--bind", "127.0.0.1",
                 "--save", "", "--appendonly", "yes", "--appendfsync", "always",
-                "--dir", str(self.directory), "--protected-mode", "no"]
+                "--dir", str(self.directory), "--protected-mode", "no", *self.extra]
+
+    def ready(self) -> bool:
+        return listening(self.port) if self.tls else _ping(self.port)
+
+
+def tls_options(pki: Pki, user: str, password: str) -> list[str]:
+    """redis-server options for TLS with ``pki``'s server certificate (clients need not
+    present one) and one ACL user allowed everything; the default user is off."""
+    files = pki.write()
+    return ["--tls-cert-file", str(files["server_cert"]), "--tls-key-file",
+            str(files["server_key"]), "--tls-ca-cert-file", str(files["ca"]),
+            "--tls-auth-clients", "no", "--tls-replication", "yes",
+            "--user", "default", "off",
+            "--user", user, "on", f">{password}", "~*", "&*", "+@all"]
+
+
+class RedisSentinel(ServerProcess):
+    """One Sentinel watching :data:`MASTER` at ``master_port`` (quorum 2, a master is down
+    after 1 s of silence)."""
+
+    name = "sentinel"
+    start_timeout = 10.0
+    poll_interval = 0.02
+
+    def __init__(self, binary: str, directory: Path, master_port: int) -> None:
+        self.binary = binary
+        self.master_port = master_port
+        super().__init__(directory)
+
+    def prepare_config(self) -> Path:
+        conf = self.directory / "sentinel.conf"
+        if not conf.exists():  # Sentinel rewrites its file with what it learns: keep it
+            self.directory.mkdir(parents=True, exist_ok=True)
+            conf.write_text(
+                f"port {self.port}\nbind 127.0.0.1\nprotected-mode no\n"
+                f"dir {self.directory}\n"
+                f"sentinel monitor {MASTER} 127.0.0.1 {self.master_port} 2\n"
+                f"sentinel down-after-milliseconds {MASTER} 1000\n"
+                f"sentinel failover-timeout {MASTER} 10000\n")
+        return conf
+
+    def command(self) -> list[str]:
+        return [self.binary, str(self.prepare_config()), "--sentinel"]
 
     def ready(self) -> bool:
         return _ping(self.port)
+
+    def master(self) -> int | None:
+        """The port of the master this Sentinel believes in now."""
+        reply = _ask(self.port, f"SENTINEL get-master-addr-by-name {MASTER}\r\n".encode())
+        lines = reply.split(b"\r\n")
+        return int(lines[4]) if len(lines) > 4 and lines[4].isdigit() else None
+
+    def knows(self) -> tuple[int, int]:
+        """(replicas, other Sentinels) this Sentinel knows of."""
+        def count(command: str) -> int:
+            reply = _ask(self.port, f"SENTINEL {command} {MASTER}\r\n".encode())
+            return int(reply[1:reply.index(b"\r\n")]) if reply.startswith(b"*") else 0
+        return count("replicas"), count("sentinels")
+
+
+@dataclass
+class SentinelSet:
+    """A master, a replica and three Sentinels over them, all on loopback."""
+
+    nodes: list[RedisServer]  # [first master, first replica]
+    sentinels: list[RedisSentinel]
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        return f"redis+sentinel://{hosts}/{MASTER}/0"
+
+    def master_port(self) -> int | None:
+        """The master the Sentinels agree on, or None while they do not."""
+        seen = {s.master() for s in self.sentinels}
+        return seen.pop() if len(seen) == 1 else None
+
+    def stop(self) -> None:
+        for process in [*self.sentinels, *self.nodes]:
+            process.stop(kill=True)
+
+
+def start_sentinel_set(binary: str, directory: Path, timeout: float = 30.0) -> SentinelSet:
+    """Start the set and return once every Sentinel knows the replica and the others."""
+    master = RedisServer(binary, directory / "node0")
+    master.start()
+    replica = RedisServer(binary, directory / "node1",
+                          extra=["--replicaof", "127.0.0.1", str(master.port)])
+    replica.start()
+    sentinels = [RedisSentinel(binary, directory / f"sentinel{i}", master.port)
+                 for i in range(3)]
+    made = SentinelSet([master, replica], sentinels)
+    try:
+        for sentinel in sentinels:
+            sentinel.start()
+        wait_for_blocking(lambda: all(s.knows() == (1, 2) for s in sentinels), timeout=timeout,
+                          interval=0.1, what="the Sentinels to find the replica and each other")
+    except BaseException:
+        made.stop()
+        raise
+    return made

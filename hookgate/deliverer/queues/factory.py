@@ -7,17 +7,23 @@ from hookgate.deliverer.queues.base import Queue
 __all__ = ["open_queue"]
 
 
-def open_queue(url: str, *, gateway: str, visibility_timeout: float = 60.0) -> Queue:
-    """A queue for ``url``: ``sqlite:PATH`` (embedded) or ``redis://...`` / ``rediss://...``.
+def open_queue(url: str, *, gateway: str, visibility_timeout: float = 60.0,
+               min_replica_acks: int = 0) -> Queue:
+    """A queue for ``url``: ``sqlite:PATH`` (embedded), or Redis: ``redis://``,
+    ``redis+sentinel://``, ``redis+cluster://`` (``rediss...`` for TLS) or ``unix://``.
 
-    Raises ``ValueError`` naming the accepted forms for anything else.
+    ``min_replica_acks`` applies to Redis (the SQLite queue is one file on one disk, synced
+    before every acknowledgement). Raises ``ValueError`` naming the accepted forms for
+    anything else.
     """
     if url.startswith("sqlite:"):
         from hookgate.deliverer.queues.sqlite import SQLiteQueue
 
         return SQLiteQueue(url.removeprefix("sqlite:"), visibility_timeout=visibility_timeout)
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    if url.startswith(("redis://", "rediss://", "redis+", "rediss+", "unix://")):
         from hookgate.deliverer.queues.redis import RedisQueue
 
-        return RedisQueue(url, gateway=gateway, visibility_timeout=visibility_timeout)
-    raise ValueError(f"queue {url!r} is not supported; use sqlite:PATH or redis://HOST:PORT/DB")
+        return RedisQueue(url, gateway=gateway, visibility_timeout=visibility_timeout,
+                          min_replica_acks=min_replica_acks)
+    raise ValueError(f"queue {url!r} is not supported; use sqlite:PATH, redis://HOST:PORT/DB, "
+                     "redis+sentinel://HOST:PORT,.../MASTER or redis+cluster://HOST:PORT,...")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hookgate.model.bundle import GatewayConfig
+from hookgate.model.bundle import GatewayConfig, min_replica_acks
 from hookgate.model.compiler import Compiled
 from hookgate.model.routing import EndpointConfig, RoutingConfig
 from hookgate.operator.build import build_children, build_endpoint_secret
@@ -86,6 +86,34 @@ def test_keda_mode_adds_a_scaled_object_with_the_same_policy() -> None:
     assert trigger["metadata"]["stream"] == "hookgate:{shop/default}:deliveries"
     behavior = so["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
     assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 120
+
+
+def test_keda_mode_on_sentinel_and_cluster_uses_their_scalers() -> None:
+    def trigger_for(url: str) -> tuple[dict[str, str], dict[str, str]]:
+        gateway = {**GATEWAY, "spec": {"queue": {"redis": {"url": url}},
+                                       "autoscaling": {"mode": "KEDA"}}}
+        children = by_kind(build_children(gateway, CONFIG, replicas=1))
+        (trigger,) = children["ScaledObject"]["spec"]["triggers"]
+        container = children["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+        return trigger, {e["name"]: e.get("value") for e in container["env"]}
+
+    trigger, env = trigger_for("rediss+sentinel://s1:26379,s2:26379/mymaster/0")
+    assert trigger["type"] == "redis-sentinel-streams"
+    assert trigger["metadata"]["sentinelMaster"] == "mymaster"
+    assert trigger["metadata"]["enableTLS"] == "true"
+    assert env["HOOKGATE_REDIS_ADDRESSES"] == "s1:26379,s2:26379"
+    trigger, env = trigger_for("redis+cluster://n1:7000,n2:7001")
+    assert trigger["type"] == "redis-cluster-streams"
+    assert trigger["metadata"]["addressesFromEnv"] == "HOOKGATE_REDIS_ADDRESSES"
+    assert "addressFromEnv" not in trigger["metadata"]
+    assert env["HOOKGATE_REDIS_ADDRESSES"] == "n1:7000,n2:7001"
+
+
+def test_min_replica_acks_is_published_with_the_config() -> None:
+    config = GatewayConfig(CONFIG.compiled, (), None, min_replica_acks(
+        {"queue": {"redis": {"url": "redis://r:6379/0", "minReplicaAcks": 2}}}))
+    again = GatewayConfig.from_data(config.config_data(), config.secret_data())
+    assert again.min_replica_acks == 2 and min_replica_acks({}) == 0
 
 
 def test_generated_endpoint_secret_is_owned_by_the_endpoint() -> None:

@@ -38,13 +38,10 @@ import re
 import secrets
 import socket
 import time
-import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import (
     AuthenticationError,
@@ -73,15 +70,19 @@ from hookgate.deliverer.queues.base import (
     settle,
 )
 from hookgate.deliverer.queues.redis import scripts
+from hookgate.deliverer.queues.redis.address import FORMS, mask_url, parse
+from hookgate.deliverer.queues.redis.client import connect
 from hookgate.deliverer.queues.redis.keys import CONSUMER_GROUP, Keys
 
-__all__ = ["RedisQueue", "consumer_name", "describe_redis_error", "mask_url"]
+__all__ = ["RedisQueue", "consumer_name", "describe_redis_error"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 #: A script call waiting for the next pipeline: script, keys, args, and who waits for it.
-_Call = tuple[AsyncScript, list[str], list[Any], "asyncio.Future[Any]"]
+_Call = tuple[AsyncScript, list[str], list[Any], "asyncio.Future[Any]", bool]
+"""A script call waiting for the next pipeline: script, keys, args, who waits for it, and
+whether its write must reach ``min_replica_acks`` replicas before it counts as done."""
 
 _WEEK = 7 * 86400.0
 #: Due retries moved to the stream per fetch; bounds the time one script holds Redis.
@@ -95,23 +96,6 @@ _REPLAY_BATCH = 200
 _STALE_CONSUMER_MS = 24 * 3600 * 1000
 
 # -- pure helpers ---------------------------------------------------------------------------
-
-
-def mask_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``, fit for logs and error messages."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return "<unparseable Redis URL>"
-    netloc = parts.netloc
-    if parts.password is not None:
-        user = parts.username or ""
-        host = netloc.rpartition("@")[2]
-        netloc = f"{user}:***@{host}"
-    query = urllib.parse.urlencode(
-        [(k, "***" if k.lower() == "password" else v)
-         for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)], safe="*")
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def consumer_name() -> str:
@@ -217,14 +201,20 @@ class RedisQueue:
     Redis server. ``retention`` is how long events and attempt logs are kept once nothing is
     pending. ``clock`` gives unix time for due times and idempotency windows, so every
     deliverer of a gateway must have a synchronised clock (NTP); tests inject their own.
+    ``min_replica_acks``: an enqueue returns only once that many replicas confirmed the
+    write (``WAIT``, within 0.8 x ``timeout``); otherwise it raises :class:`QueueUnavailable`, so
+    an event acknowledged with 202 survives the loss of the master.
     """
 
     def __init__(self, url: str, *, gateway: str, visibility_timeout: float = 60.0,
                  retention: float = _WEEK, clock: Callable[[], float] = time.time,
                  timeout: float = 5.0, poll_interval: float = 0.5,
                  max_connections: int = 64, consumer: str | None = None,
-                 lease_bytes: int = LEASE_BYTES) -> None:
+                 lease_bytes: int = LEASE_BYTES, min_replica_acks: int = 0) -> None:
         self.url = url
+        self.min_replica_acks = min_replica_acks
+        # WAIT must give up before the socket does, so its answer arrives
+        self._replica_wait = round(timeout * 0.8, 3)
         self.keys = Keys(gateway)
         self.visibility_timeout = visibility_timeout
         self.retention = retention
@@ -254,23 +244,13 @@ class RedisQueue:
     # -- plumbing -------------------------------------------------------------------------
 
     def _connect(self, socket_timeout: float, max_connections: int) -> aioredis.Redis:
-        # One immediate retry on a broken connection, so a pooled connection Redis closed
-        # (a restart, an idle timeout) costs nothing. Running a script twice is harmless:
-        # each checks the lease or the event first, at worst an attempt is logged twice.
-        # Timeouts are not retried: a slow Redis must surface within `timeout`.
-        # A blocking pool: with hundreds of deliveries in flight, callers queue for one of
-        # `max_connections` sockets instead of failing with "Too many connections".
         try:
-            pool = aioredis.BlockingConnectionPool.from_url(
-                self.url, max_connections=max_connections, timeout=self.timeout,
-                socket_timeout=socket_timeout, socket_connect_timeout=self.timeout,
-                retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-                decode_responses=False)
-            return aioredis.Redis.from_pool(pool)
+            return connect(parse(self.url), max_connections=max_connections,
+                           timeout=self.timeout, socket_timeout=socket_timeout)
         except ValueError as e:
-            raise QueueUnavailable(
-                f"Redis URL {mask_url(self.url)} is invalid ({e}); use "
-                "redis://[:PASSWORD@]HOST:PORT/DB or rediss://...") from None
+            raise QueueUnavailable(f"{e}" if str(e).startswith("Redis URL") else
+                                   f"Redis URL {mask_url(self.url)} is invalid ({e}); use "
+                                   f"{FORMS}") from None
 
     @property
     def _redis(self) -> aioredis.Redis:
@@ -299,14 +279,19 @@ class RedisQueue:
             script = self._scripts[source] = self._redis.register_script(source)
         return script
 
-    async def _script(self, source: str, keys: Sequence[str], args: Iterable[Any]) -> Any:
+    async def _script(self, source: str, keys: Sequence[str], args: Iterable[Any], *,
+                      replicated: bool = False) -> Any:
         """Run a Lua script, batched with the other scripts called in this loop iteration.
 
         Hundreds of deliveries finish concurrently; their scripts travel in one pipeline
         (one round trip, still one atomic script each) instead of one round trip each.
+        ``replicated``: with ``min_replica_acks``, the pipeline ends with a ``WAIT`` (on the
+        same connection, so it covers these writes) and the call fails unless enough
+        replicas confirmed.
         """
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._batch.append((self._registered(source), list(keys), list(args), future))
+        self._batch.append((self._registered(source), list(keys), list(args), future,
+                            replicated and self.min_replica_acks > 0))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._start_flush)
@@ -321,30 +306,52 @@ class RedisQueue:
 
     async def _flush(self, batch: list[_Call]) -> None:
         try:
-            if len(batch) == 1:
-                script, keys, args, _ = batch[0]
+            replicated = any(call[4] for call in batch)
+            if len(batch) == 1 and not replicated:
+                script, keys, args, *_ = batch[0]
                 results: list[Any] = [await script(keys=keys, args=args)]
             else:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for script, keys, args, _ in batch:
-                        pipe.evalsha(script.sha, len(keys), *keys, *args)
-                    results = await pipe.execute(raise_on_error=False)
-                for n, result in enumerate(results):
-                    if isinstance(result, NoScriptError):  # Redis restarted: load and rerun
-                        script, keys, args, _ = batch[n]
-                        try:
-                            results[n] = await script(keys=keys, args=args)
-                        except RedisError as e:
-                            results[n] = e
+                results = await self._pipeline(batch, replicated)
+                again = [n for n, result in enumerate(results)
+                         if isinstance(result, NoScriptError)]  # Redis restarted: load, rerun
+                if again:
+                    for source in {batch[n][0].script for n in again}:
+                        await self._redis.script_load(source)
+                    for n, result in zip(again, await self._pipeline(
+                            [batch[n] for n in again], replicated), strict=True):
+                        results[n] = result
         except BaseException as e:
             results = [e] * len(batch)
-        for (*_, future), result in zip(batch, results, strict=True):
+        for (*_, future, _), result in zip(batch, results, strict=True):
             if future.done():
                 continue
             if isinstance(result, BaseException):
                 future.set_exception(result)
             else:
                 future.set_result(result)
+
+    async def _pipeline(self, batch: list[_Call], replicated: bool) -> list[Any]:
+        """The batch's scripts in one pipeline; with ``replicated``, then ``WAIT``, whose
+        shortfall fails the replicated calls."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for script, keys, args, *_ in batch:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            if replicated:
+                pipe.execute_command("WAIT", self.min_replica_acks, int(self._replica_wait * 1000))
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+        if not replicated:
+            return results
+        acked = results.pop()
+        if isinstance(acked, BaseException) or int(acked) < self.min_replica_acks:
+            shortfall = QueueUnavailable(
+                f"Redis at {mask_url(self.url)} confirmed the write on "
+                f"{'no' if isinstance(acked, BaseException) else acked} of the "
+                f"{self.min_replica_acks} replicas minReplicaAcks asks for within "
+                f"{self._replica_wait:g}s, so it is not acknowledged (a retry is safe with an "
+                "Idempotency-Key); check that the replicas are up and in sync")
+            results = [shortfall if call[4] and not isinstance(result, BaseException)
+                       else result for call, result in zip(batch, results, strict=True)]
+        return results
 
     async def _create_group(self) -> None:
         try:
@@ -435,7 +442,8 @@ class RedisQueue:
                         else self.keys.stream)
             args += [endpoint, okey if okey is not None else ""]
         stored, original = await self._call(
-            "enqueuing an event", lambda: self._script(scripts.ENQUEUE, keys, args))
+            "enqueuing an event", lambda: self._script(scripts.ENQUEUE, keys, args,
+                                                       replicated=True))
         return original.decode(), bool(stored)
 
     async def fetch(self, limit: int, wait: float) -> list[Delivery]:

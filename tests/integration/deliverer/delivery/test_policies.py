@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime as dt
-import ipaddress
 import json
 import ssl
 import statistics
@@ -23,15 +21,12 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from standardwebhooks.webhooks import Webhook
 
 from hookgate.signing import generate_asymmetric_secret, public_key, verify_asymmetric
 from tests.support.gateway import Running, StartGateway
 from tests.support.manifests import SECRET, endpoint_yaml, subscription_yaml
+from tests.support.pki import Pki, make_pki
 from tests.support.process import RUN_OPTIONS, GatewayProcess, run_hookgate
 from tests.support.receiver import LoopbackReceiver, Recorder, bound_port
 from tests.support.waiting import wait_for
@@ -316,58 +311,6 @@ async def test_basic_and_bearer_credentials_from_secrets(start_gateway: StartGat
 
 
 @dataclass
-class Pki:
-    ca: str
-    server_cert: str
-    server_key: str
-    client_cert: str
-    client_key: str
-    dir: Path
-    # a server certificate from the same CA for another name than 127.0.0.1
-    wrong_name_cert: str = ""
-    wrong_name_key: str = ""
-
-
-def _pki(tmp: Path) -> Pki:
-    def key() -> ec.EllipticCurvePrivateKey:
-        return ec.generate_private_key(ec.SECP256R1())
-
-    def pem_key(k: ec.EllipticCurvePrivateKey) -> str:
-        return k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                               serialization.NoEncryption()).decode()
-
-    now = dt.datetime.now(dt.UTC)
-    ca_key = key()
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hookgate test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - dt.timedelta(minutes=5))
-          .not_valid_after(now + dt.timedelta(hours=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-
-    def leaf(cn: str, san: bool) -> tuple[str, str]:
-        k = key()
-        b = (x509.CertificateBuilder()
-             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-             .issuer_name(ca_name).public_key(k.public_key())
-             .serial_number(x509.random_serial_number())
-             .not_valid_before(now - dt.timedelta(minutes=5))
-             .not_valid_after(now + dt.timedelta(hours=1)))
-        if san:
-            b = b.add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        cert = b.sign(ca_key, hashes.SHA256())
-        return cert.public_bytes(serialization.Encoding.PEM).decode(), pem_key(k)
-
-    server_cert, server_key = leaf("127.0.0.1", san=True)
-    client_cert, client_key = leaf("hookgate-client", san=False)
-    wrong_cert, wrong_key = leaf("other.example", san=False)
-    return Pki(ca.public_bytes(serialization.Encoding.PEM).decode(), server_cert, server_key,
-               client_cert, client_key, tmp, wrong_cert, wrong_key)
-
-
-@dataclass
 class TlsReceiver:
     pki: Pki
     port: int = 0
@@ -402,7 +345,7 @@ class TlsReceiver:
 
 @pytest.fixture
 async def tls_receiver(tmp_path: Path) -> AsyncIterator[TlsReceiver]:
-    rec = TlsReceiver(_pki(tmp_path))
+    rec = TlsReceiver(make_pki(tmp_path))
     await rec.start()
     yield rec
     assert rec.runner is not None
@@ -433,7 +376,7 @@ async def test_mutual_tls_with_a_private_ca(start_gateway: StartGateway,
 
 async def test_a_server_certificate_for_another_name_is_refused_and_retried(
         start_gateway: StartGateway, tmp_path: Path) -> None:
-    pki = _pki(tmp_path)
+    pki = make_pki(tmp_path)
     (tmp_path / "wrong").mkdir()
     impostor = TlsReceiver(dataclasses.replace(
         pki, server_cert=pki.wrong_name_cert, server_key=pki.wrong_name_key,

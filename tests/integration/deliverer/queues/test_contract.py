@@ -61,7 +61,13 @@ class Backend:
         return await self.open(visibility_timeout=0.2)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+#: Redis, reached each way the queue supports: one server, through Sentinel, over TLS with
+#: an ACL user.
+REDIS_URLS = {"redis": "redis_url", "sentinel": "redis_sentinel_url", "tls": "redis_tls_url"}
+
+
+@pytest.fixture(params=["sqlite", *(pytest.param(name, marks=pytest.mark.redis)
+                                    for name in REDIS_URLS)])
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
     clock = FakeClock()
     make: Callable[..., Queue]
@@ -71,7 +77,7 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         def make(visibility_timeout: float = 30.0) -> Queue:
             return SQLiteQueue(path, visibility_timeout=visibility_timeout, clock=clock)
     else:
-        url = request.getfixturevalue("redis_url")
+        url = request.getfixturevalue(REDIS_URLS[request.param])
 
         def make(visibility_timeout: float = 30.0) -> Queue:
             return RedisQueue(url, gateway="shop/default", visibility_timeout=visibility_timeout,

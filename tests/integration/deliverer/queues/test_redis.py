@@ -3,6 +3,7 @@ several deliverers share one gateway's stream, and dead letters outlive their ev
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -16,8 +17,9 @@ from hookgate.deliverer.queues.base import (
     QueueUnavailable,
 )
 from hookgate.deliverer.queues.factory import open_queue
+from hookgate.deliverer.queues.redis.address import mask_url
 from hookgate.deliverer.queues.redis.keys import Keys
-from hookgate.deliverer.queues.redis.queue import RedisQueue, mask_url
+from hookgate.deliverer.queues.redis.queue import RedisQueue
 from tests.support.ports import loopback_socket, port_of
 from tests.support.queue_records import event, ok
 from tests.support.redis_server import RedisServer
@@ -208,3 +210,34 @@ async def test_a_flushed_redis_gets_its_consumer_group_back(redis_url: str,
         (d,) = await q.fetch(10, wait=1)
         await q.complete(d, ok(d))
         assert await q.depth() == Depth(ready=0, delayed=0, dead=0, leased=0)
+
+
+# -- minReplicaAcks ---------------------------------------------------------------------------
+
+
+async def test_an_enqueue_no_replica_confirms_is_refused(redis_url: str) -> None:
+    """The session's Redis has no replica: with minReplicaAcks 1 the write happens on the
+    master, but the enqueue fails (the client is told 503 and retries)."""
+    queue = RedisQueue(redis_url, gateway=GATEWAY, timeout=0.5, min_replica_acks=1)
+    await queue.open()
+    try:
+        with pytest.raises(QueueUnavailable) as refused:
+            await queue.enqueue(event(1), ["shop/a"])
+        assert "confirmed the write on 0 of the 1 replicas minReplicaAcks asks for" in \
+            str(refused.value)
+        assert "Idempotency-Key" in str(refused.value)
+    finally:
+        await queue.close()
+
+
+async def test_an_enqueue_a_replica_confirmed_is_acknowledged(redis_sentinel_url: str) -> None:
+    queue = RedisQueue(redis_sentinel_url, gateway=GATEWAY, min_replica_acks=1)
+    await queue.open()
+    try:
+        assert await queue.enqueue(event(1), ["shop/a"]) == ("evt_1", True)
+        many = await asyncio.gather(*(queue.enqueue(event(n), ["shop/a"])
+                                      for n in range(2, 50)))  # batched: one WAIT for all
+        assert all(created for _, created in many)
+        assert (await queue.depth()).ready == 49
+    finally:
+        await queue.close()

@@ -1,0 +1,68 @@
+"""Connecting to a gateway's Redis, whichever way it is reached (see
+:mod:`~hookgate.deliverer.queues.redis.address`).
+
+Every form gives a ``redis.asyncio.Redis`` whose pool blocks when all its connections are in
+use: with hundreds of deliveries in flight, callers queue for one of ``max_connections``
+sockets instead of failing with "Too many connections". A pooled connection that broke (a
+restart, an idle timeout, a failover) is retried once at once; running a queue script twice
+is harmless (each checks its lease or event first). Timeouts are not retried: a slow Redis
+must surface within ``timeout``.
+
+With Sentinel the pool asks the Sentinels for the master on every new connection, and a
+connection to a master that became a replica is dropped on its first ``READONLY`` answer, so
+after a failover the next call reaches the new master without a restart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.connection import BlockingConnectionPool
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from hookgate.deliverer.queues.redis.address import Kind, RedisAddress
+
+__all__ = ["connect"]
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+    """A Sentinel-managed pool that waits for a free connection, like the single-server one."""
+
+
+def connect(address: RedisAddress, *, max_connections: int, timeout: float,
+            socket_timeout: float) -> aioredis.Redis:
+    """A client for ``address``; nothing is sent until its first command."""
+    common: dict[str, Any] = {
+        "socket_timeout": socket_timeout, "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        "decode_responses": False, **address.ssl_options,
+    }
+    if address.kind is Kind.SINGLE:
+        # the options were read by address.parse and are passed as arguments
+        url = address.url.partition("?")[0] if address.options else address.url
+        pool = BlockingConnectionPool.from_url(url, max_connections=max_connections,
+                                               timeout=timeout, username=address.username,
+                                               password=address.password, **common)
+        return aioredis.Redis.from_pool(pool)
+    if address.kind is Kind.SENTINEL:
+        assert address.master is not None
+        tls = {"ssl": True, **address.ssl_options} if address.tls else {}
+        sentinel_auth = {k.removeprefix("sentinel_"): v for k, v in address.options.items()
+                         if k in ("sentinel_username", "sentinel_password")}
+        sentinel = Sentinel(list(address.hosts), min_other_sentinels=0,  # type: ignore[no-untyped-call]
+                            sentinel_kwargs={"socket_timeout": timeout,
+                                             "socket_connect_timeout": timeout,
+                                             **sentinel_auth, **tls},
+                            **tls)
+        options: dict[str, Any] = {**common, **tls}
+        master: aioredis.Redis = sentinel.master_for(
+            address.master, connection_pool_class=_BlockingSentinelPool,
+            max_connections=max_connections, timeout=timeout, db=address.db,
+            username=address.username, password=address.password, **options)
+        return master
+    raise ValueError(f"Redis URL {address.masked}: Redis Cluster is not supported yet; "
+                     "use redis:// or redis+sentinel://")
