@@ -23,7 +23,7 @@ venv: $(BIN)/hookgate ## create .venv with Hookgate and its development tools
 # Brokers for the broker-source tests: RabbitMQ from Debian, Java + Maven for Kafka and
 # ElasticMQ (their jars are fetched into .cache/ by the test fixtures), NATS from PyPI.
 # The tests run every server themselves on loopback; a system RabbitMQ is not needed.
-system-deps: ## install the servers the tests run for real (Redis, RabbitMQ, Java, openssl)
+system-deps: node-deps ## install the servers the tests run for real (Redis, RabbitMQ, Java, openssl)
 	@command -v redis-server >/dev/null && command -v openssl >/dev/null && \
 	  [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] && command -v java >/dev/null && \
 	  command -v mvn >/dev/null || \
@@ -58,7 +58,7 @@ check: lint test ## what CI runs
 clean: ## remove the virtualenv, caches and local data
 	rm -rf $(VENV) .hookgate .mypy_cache .ruff_cache .pytest_cache
 
-.PHONY: k8s-binaries cluster-up cluster-down
+.PHONY: k8s-binaries cluster-up cluster-down node-deps node-binaries node-up node-down node-status image
 
 k8s-binaries: ## build or reuse kube-apiserver, kube-controller-manager, kubectl, etcd, helm (.cache/k8s)
 	bash hack/k8s/build
@@ -68,6 +68,35 @@ cluster-up: k8s-binaries ## start a local Kubernetes control plane on 127.0.0.1 
 
 cluster-down: ## stop the local control plane and delete its state
 	hack/control-plane down
+
+# The test node (hack/node, docs/development-cluster.md): runc and the CNI plugins from Debian,
+# buildah/debootstrap/skopeo for the images, gcc and libc6-dev for the static pause binary.
+NODE_PACKAGES := runc containernetworking-plugins buildah debootstrap skopeo gcc libc6-dev
+
+node-deps: ## install the test node's Debian packages (runc, CNI plugins, buildah, debootstrap, ...)
+	@[ -x /usr/sbin/runc ] && [ -x /usr/lib/cni/bridge ] && command -v buildah >/dev/null && \
+	  command -v debootstrap >/dev/null && command -v skopeo >/dev/null && \
+	  command -v gcc >/dev/null && [ -f /usr/lib/x86_64-linux-gnu/libc.a -o -f /usr/lib/libc.a ] || \
+	  { $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      $(NODE_PACKAGES) || { $(SUDO) apt-get update -qq && $(SUDO) env \
+	      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(NODE_PACKAGES); }; }
+
+node-binaries: k8s-binaries ## build or reuse kubelet, kube-scheduler (with k8s-binaries) and containerd (.cache/containerd)
+	bash hack/containerd/build
+
+image: ## build the Hookgate image with buildah (cached by input hash); load it into the node if it runs
+	bash hack/image/build hookgate
+	@[ ! -S /run/hookgate-node/containerd/containerd.sock ] || bash hack/image/build load
+
+node-up: node-deps node-binaries ## start a real node (kubelet + containerd) joined to the local control plane
+	@hack/control-plane status >/dev/null 2>&1 || hack/control-plane up
+	hack/node up
+
+node-down: ## stop the node and remove everything it made (the control plane keeps running)
+	hack/node down
+
+node-status: ## what of the node runs, and whether it is Ready
+	hack/node status
 
 # --- packaging: Helm chart, plain manifests, container image (docs/install.md) ------------
 HELM ?= $(shell bash hack/k8s/build --print 2>/dev/null || bash hack/k8s/build)/helm
