@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import ssl
 import tempfile
 import time
@@ -78,9 +79,14 @@ def _ssl_context(auth: EndpointAuth) -> ssl.SSLContext:
 def _os_reason(error: OSError) -> str:
     """What the system said, by its errno ("Connection refused", "No route to host"): the
     event loop's own text ("Connect call failed ('10.0.0.1', 80)") does not say why. TLS
-    failures keep their own text ("certificate verify failed: ...")."""
+    failures keep their own text ("certificate verify failed: ..."). A host name that does
+    not resolve says so: its errno is getaddrinfo's (EAI_*), which ``os.strerror`` does not
+    know ("Unknown error -2")."""
     if isinstance(error, ssl.SSLError):  # its errno is OpenSSL's, its text says it all
         return error.strerror or str(error)
+    if isinstance(error, socket.gaierror):
+        return (f"the host name does not resolve ({error.strerror or error}); check the host "
+                "in the endpoint's URL and the DNS the deliverer uses")
     return os.strerror(error.errno) if error.errno else (error.strerror or str(error))
 
 
