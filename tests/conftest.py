@@ -13,9 +13,11 @@ from tests.support.pki import Pki, make_pki
 from tests.support.receiver import Recorder
 from tests.support.redis_server import (
     INSTALL_HINT,
+    RedisCluster,
     RedisServer,
     SentinelSet,
     find_redis_server,
+    start_redis_cluster,
     start_sentinel_set,
     tls_options,
 )
@@ -79,6 +81,21 @@ def redis_sentinel_url(redis_sentinels: SentinelSet) -> str:
     assert port is not None, "the session's Sentinels disagree on the master"
     _flushall(port)
     return redis_sentinels.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A Redis Cluster of three masters with a replica each, for the session."""
+    made = start_redis_cluster(_redis_binary(), tmp_path_factory.mktemp("redis-cluster"))
+    yield made
+    made.stop()
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster: RedisCluster) -> str:
+    """The redis+cluster:// URL of the session's cluster, emptied for this test."""
+    redis_cluster.flush()
+    return redis_cluster.url
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,8 @@ the same port and data directory, which is how "a Redis restart loses nothing" i
 :class:`RedisServer` also takes extra options (a replica with ``replicaof``, TLS with an ACL
 user: :func:`tls_options`), and :class:`RedisSentinel` is one Sentinel (``redis-server
 --sentinel``) watching a master; :func:`start_sentinel_set` makes a master, a replica and
-three Sentinels that agree on them.
+three Sentinels that agree on them; :func:`start_redis_cluster` a Redis Cluster of three
+masters with a replica each (``redis-cli --cluster create``).
 """
 
 from __future__ import annotations
@@ -16,16 +17,19 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.pki import Pki
+from tests.support.ports import unused_port
 from tests.support.process import ServerProcess, listening
 from tests.support.waiting import wait_for_blocking
 
-__all__ = ["INSTALL_HINT", "MASTER", "RedisSentinel", "RedisServer", "SentinelSet",
-           "find_redis_server", "start_sentinel_set", "tls_options"]
+__all__ = ["INSTALL_HINT", "MASTER", "RedisCluster", "RedisSentinel", "RedisServer",
+           "SentinelSet", "find_redis_server", "start_redis_cluster", "start_sentinel_set",
+           "tls_options"]
 
 #: The Sentinel service name the tests use.
 MASTER = "hookgate"
@@ -182,6 +186,53 @@ def start_sentinel_set(binary: str, directory: Path, timeout: float = 30.0) -> S
             sentinel.start()
         wait_for_blocking(lambda: all(s.knows() == (1, 2) for s in sentinels), timeout=timeout,
                           interval=0.1, what="the Sentinels to find the replica and each other")
+    except BaseException:
+        made.stop()
+        raise
+    return made
+
+
+
+@dataclass
+class RedisCluster:
+    """Three masters and three replicas in one Redis Cluster, all on loopback."""
+
+    nodes: list[RedisServer]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:3])
+
+    def flush(self) -> None:
+        """Empty every master (replicas follow)."""
+        for node in self.nodes:
+            _ask(node.port, b"FLUSHALL SYNC\r\n")  # a replica refuses: harmless
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop(kill=True)
+
+
+def start_redis_cluster(binary: str, directory: Path, timeout: float = 60.0) -> RedisCluster:
+    """Start six cluster-enabled servers and join them: 3 masters, 1 replica each."""
+    nodes = [RedisServer(binary, directory / f"node{i}",
+                         extra=["--cluster-enabled", "yes", "--cluster-config-file",
+                                "nodes.conf", "--cluster-node-timeout", "2000",
+                                # the bus port: ours, not port + 10000 (past 65535 for
+                                # an ephemeral port)
+                                "--cluster-port", str(unused_port())])
+             for i in range(6)]
+    made = RedisCluster(nodes)
+    try:
+        for node in nodes:
+            node.start()
+        cli = str(Path(binary).with_name("redis-cli"))
+        subprocess.run([cli, "--cluster", "create",
+                        *(f"127.0.0.1:{n.port}" for n in nodes), "--cluster-replicas", "1",
+                        "--cluster-yes"], check=True, capture_output=True, timeout=timeout)
+        wait_for_blocking(lambda: all(b"cluster_state:ok" in _ask(n.port, b"CLUSTER INFO\r\n")
+                                      for n in nodes), timeout=timeout, interval=0.1,
+                          what="the Redis Cluster to be ok on every node")
     except BaseException:
         made.stop()
         raise

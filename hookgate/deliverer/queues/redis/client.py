@@ -10,14 +10,17 @@ must surface within ``timeout``.
 
 With Sentinel the pool asks the Sentinels for the master on every new connection, and a
 connection to a master that became a replica is dropped on its first ``READONLY`` answer, so
-after a failover the next call reaches the new master without a restart.
+after a failover the next call reaches the new master without a restart. With Redis Cluster
+the client follows ``MOVED`` and ``ASK`` redirections; every key of a gateway carries the
+gateway's hash tag, so a gateway's queue is on one master (and its replicas).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
@@ -64,5 +67,8 @@ def connect(address: RedisAddress, *, max_connections: int, timeout: float,
             max_connections=max_connections, timeout=timeout, db=address.db,
             username=address.username, password=address.password, **options)
         return master
-    raise ValueError(f"Redis URL {address.masked}: Redis Cluster is not supported yet; "
-                     "use redis:// or redis+sentinel://")
+    cluster = RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in address.hosts],
+        max_connections=max_connections, username=address.username,
+        password=address.password, ssl=address.tls, **common)
+    return cast(aioredis.Redis, cluster)  # the same commands; the queue's keys share one slot

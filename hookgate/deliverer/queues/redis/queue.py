@@ -48,6 +48,7 @@ from redis.exceptions import (
     NoPermissionError,
     NoScriptError,
     ReadOnlyError,
+    RedisClusterException,
     RedisError,
     ResponseError,
 )
@@ -70,7 +71,7 @@ from hookgate.deliverer.queues.base import (
     settle,
 )
 from hookgate.deliverer.queues.redis import scripts
-from hookgate.deliverer.queues.redis.address import FORMS, mask_url, parse
+from hookgate.deliverer.queues.redis.address import FORMS, Kind, RedisAddress, mask_url, parse
 from hookgate.deliverer.queues.redis.client import connect
 from hookgate.deliverer.queues.redis.keys import CONSUMER_GROUP, Keys
 
@@ -132,7 +133,7 @@ def describe_redis_error(url: str, what: str, error: BaseException, timeout: flo
     if isinstance(error, AuthenticationError | NoPermissionError):
         return (f"{where} refused {what} ({error}); check the user and password in --queue "
                 "and the ACL of that user")
-    if isinstance(error, RedisConnectionError | OSError):
+    if isinstance(error, RedisConnectionError | OSError | RedisClusterException):
         return (f"{where} is unreachable ({_root_reason(error)}); check that it is running "
                 "and that --queue points at it")
     if isinstance(error, ResponseError) and str(error).startswith("OOM"):
@@ -237,19 +238,25 @@ class RedisQueue:
         # completions made in this loop iteration: written together by one script call
         self._completions: list[tuple[Delivery, Attempt, asyncio.Future[None]]] = []
         self._closed = True
+        self._cluster = False
 
     def __repr__(self) -> str:
         return f"RedisQueue({mask_url(self.url)!r}, gateway={self.keys.gateway!r})"
 
     # -- plumbing -------------------------------------------------------------------------
 
+    def _address(self) -> RedisAddress:
+        try:
+            return parse(self.url)
+        except ValueError as e:
+            raise QueueUnavailable(str(e)) from None
+
     def _connect(self, socket_timeout: float, max_connections: int) -> aioredis.Redis:
         try:
-            return connect(parse(self.url), max_connections=max_connections,
+            return connect(self._address(), max_connections=max_connections,
                            timeout=self.timeout, socket_timeout=socket_timeout)
         except ValueError as e:
-            raise QueueUnavailable(f"{e}" if str(e).startswith("Redis URL") else
-                                   f"Redis URL {mask_url(self.url)} is invalid ({e}); use "
+            raise QueueUnavailable(f"Redis URL {mask_url(self.url)} is invalid ({e}); use "
                                    f"{FORMS}") from None
 
     @property
@@ -270,7 +277,7 @@ class RedisQueue:
                             self.keys.stream)
                 await self._create_group()
                 return await action()
-        except (RedisError, OSError) as e:
+        except (RedisError, RedisClusterException, OSError) as e:
             raise QueueUnavailable(describe_redis_error(self.url, what, e, self.timeout)) from e
 
     def _registered(self, source: str) -> AsyncScript:
@@ -332,7 +339,12 @@ class RedisQueue:
 
     async def _pipeline(self, batch: list[_Call], replicated: bool) -> list[Any]:
         """The batch's scripts in one pipeline; with ``replicated``, then ``WAIT``, whose
-        shortfall fails the replicated calls."""
+        shortfall fails the replicated calls. A Redis Cluster client pipelines no scripts:
+        there they are sent concurrently, one round trip each."""
+        if self._cluster:
+            return list(await asyncio.gather(*(script(keys=keys, args=args)
+                                               for script, keys, args, *_ in batch),
+                                             return_exceptions=True))
         async with self._redis.pipeline(transaction=False) as pipe:
             for script, keys, args, *_ in batch:
                 pipe.evalsha(script.sha, len(keys), *keys, *args)
@@ -367,6 +379,13 @@ class RedisQueue:
         """Connect, check Redis answers, join the consumer group, prune long-gone consumers."""
         if not self._closed:
             return
+        address = self._address()
+        self._cluster = address.kind is Kind.CLUSTER
+        if self._cluster and self.min_replica_acks:
+            raise QueueUnavailable(
+                f"Redis URL {address.masked}: minReplicaAcks is not supported on Redis Cluster "
+                "yet (its client cannot send WAIT on the connection that wrote); set it to 0 "
+                "or reach the cluster's data through Sentinel")
         self._client = self._connect(self.timeout, self.max_connections)
         self._scripts.clear()
         self._reader = self._connect(  # one connection, only for blocking reads
@@ -405,7 +424,7 @@ class RedisQueue:
                 if not pending:
                     await self._redis.xgroup_delconsumer(self.keys.stream, CONSUMER_GROUP,
                                                          self.consumer)
-            except RedisError as e:
+            except (RedisError, RedisClusterException) as e:
                 log.info("could not leave the consumer group: %s",
                          describe_redis_error(self.url, "XGROUP DELCONSUMER", e, self.timeout))
             finally:

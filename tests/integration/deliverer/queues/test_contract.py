@@ -62,8 +62,9 @@ class Backend:
 
 
 #: Redis, reached each way the queue supports: one server, through Sentinel, over TLS with
-#: an ACL user.
-REDIS_URLS = {"redis": "redis_url", "sentinel": "redis_sentinel_url", "tls": "redis_tls_url"}
+#: an ACL user, and a Redis Cluster.
+REDIS_URLS = {"redis": "redis_url", "sentinel": "redis_sentinel_url", "tls": "redis_tls_url",
+              "cluster": "redis_cluster_url"}
 
 
 @pytest.fixture(params=["sqlite", *(pytest.param(name, marks=pytest.mark.redis)

@@ -241,3 +241,11 @@ async def test_an_enqueue_a_replica_confirmed_is_acknowledged(redis_sentinel_url
         assert (await queue.depth()).ready == 49
     finally:
         await queue.close()
+
+
+async def test_min_replica_acks_on_a_redis_cluster_is_refused_with_a_reason(
+        redis_cluster_url: str) -> None:
+    queue = RedisQueue(redis_cluster_url, gateway=GATEWAY, min_replica_acks=1)
+    with pytest.raises(QueueUnavailable, match="minReplicaAcks is not supported on Redis "
+                                               "Cluster yet"):
+        await queue.open()
