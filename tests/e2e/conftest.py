@@ -82,10 +82,14 @@ def private_control_plane_env(state_dir: Path) -> dict[str, str]:
     }
 
 
-def local_control_plane(state_dir: Path) -> tuple[Path, dict[str, str] | None]:
+def local_control_plane(
+    state_dir: Path,
+) -> tuple[Path, dict[str, str], dict[str, str] | None]:
     """Reuse the default local control plane if it runs, else start a private
-    one. Returns its kubeconfig and, if this session started it, the
+    one. Returns its kubeconfig, the environment that names it for
+    hack/control-plane (and hack/node) and, if this session started it, the
     environment to stop it with."""
+    env: dict[str, str]
     if control_plane("status", 30).returncode == 0:
         env, started = {}, None
     else:
@@ -99,7 +103,7 @@ def local_control_plane(state_dir: Path) -> tuple[Path, dict[str, str] | None]:
     out = control_plane("env", 30, env).stdout
     for line in out.splitlines():
         if line.startswith("export KUBECONFIG="):
-            return Path(line.split("=", 1)[1]), started
+            return Path(line.split("=", 1)[1]), env, started
     unavailable(f"hack/control-plane env printed no KUBECONFIG: {out!r}")
     raise AssertionError("unreachable")
 
@@ -112,6 +116,7 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
         unavailable("the `kubernetes` Python package is not installed (pip install kubernetes)")
 
     started: dict[str, str] | None = None
+    cp_env: dict[str, str] | None = None
     user_kubeconfig = os.environ.get("KUBECONFIG")
     if user_kubeconfig:
         # Only the first file of a KUBECONFIG list is used.
@@ -120,7 +125,9 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
             unavailable(f"KUBECONFIG={user_kubeconfig} is not a file")
     else:
         # pytest keeps the last few temp dirs, so logs of a failed start stay readable.
-        kubeconfig, started = local_control_plane(tmp_path_factory.mktemp("control-plane"))
+        kubeconfig, cp_env, started = local_control_plane(
+            tmp_path_factory.mktemp("control-plane")
+        )
 
     def stop() -> None:
         if started is not None:
@@ -144,7 +151,7 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
         stop()
         unavailable(str(exc))
     try:
-        yield Kube(kubeconfig, api_client, bin_dir, started is not None, kubectl)
+        yield Kube(kubeconfig, api_client, bin_dir, started is not None, kubectl, cp_env)
     finally:
         api_client.close()
         stop()

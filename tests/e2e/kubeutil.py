@@ -25,6 +25,9 @@ class Kube:
     bin_dir: Path | None  # our built binaries, when there are any
     started_here: bool = False
     kubectl_path: str | None = field(default=None, repr=False)
+    # hack/control-plane's environment for this cluster (state dir, ports) when
+    # it is Hookgate's local control plane; None for a cluster from $KUBECONFIG.
+    control_plane_env: dict[str, str] | None = None
 
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60
