@@ -211,7 +211,7 @@ class SourceWorker:
                     messages = await bounded(consumer.receive(self.receive_wait),
                                              self.receive_wait + 30, "receiving messages")
                     if messages:
-                        await self._handle(messages)
+                        await self._handle(messages, consumer)
                         await bounded(consumer.ack(messages), consumer.ack_timeout,
                                       "acknowledging messages")
                     delay = self.backoff[0]
@@ -248,13 +248,14 @@ class SourceWorker:
         if lag is not None:
             self.metrics.lag.labels(self.metrics.gateway, self.config.key).set(lag)
 
-    async def _handle(self, messages: Sequence[Message]) -> None:
+    async def _handle(self, messages: Sequence[Message], consumer: Consumer) -> None:
         for message in messages:
-            await self._handle_one(message)
+            await self._handle_one(message, consumer)
 
-    async def _handle_one(self, message: Message) -> None:
+    async def _handle_one(self, message: Message, consumer: Consumer) -> None:
         """Enqueue the message's event, or keep the message as a dead letter; retry while
-        the queue is away (the message stays unacknowledged meanwhile)."""
+        the queue is away (the message stays unacknowledged meanwhile, and the lag is still
+        read: the backlog in the broker is what an alert wants to see then)."""
         gw, key = self.metrics.gateway, self.config.key
         delay = self.backoff[0]
         while True:
@@ -281,6 +282,7 @@ class SourceWorker:
             except QueueUnavailable as exc:
                 self._set(False, "QueueUnavailable",
                           f"{exc}; messages stay unacknowledged in the broker until it is back")
+                await self._read_lag(consumer)
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, self.backoff[1])
                 continue

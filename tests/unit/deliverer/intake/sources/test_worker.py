@@ -116,3 +116,49 @@ async def test_worker_acks_a_batch_only_after_enqueueing_it_and_buries_bad_ones(
     assert queue.buried == [("shop/src", "NotJSON", b"nope")]
     assert worker.state.ready and worker.state.enqueued == 3 and worker.state.dead_letters == 1
     assert log[-1] == "close"
+
+
+async def test_the_lag_is_still_read_while_the_queue_refuses_the_messages() -> None:
+    """While Hookgate's queue is away the worker retries one message; the broker's backlog
+    grows meanwhile, and the gauge must follow it (it is what an alert watches then)."""
+    from hookgate.deliverer.queues.base import QueueUnavailable
+
+    class DownQueue(FakeQueue):
+        async def enqueue(self, event: Event, endpoints: Sequence[str], **_: Any
+                          ) -> tuple[str, bool]:
+            raise QueueUnavailable("Redis at redis://q is unreachable")
+
+    class Backlogged(FakeConsumer):
+        backlog = 0
+
+        async def lag(self) -> int | None:
+            self.backlog += 10  # more is published while the queue is away
+            return self.backlog
+
+    log: list[str] = []
+    config = SourceConfig(key="shop/src", path="", scheme="broker",
+                          event_type_header="event-type", event_type_field=None,
+                          broker=BrokerConfig("redis", {}))
+    routing = RoutingConfig(
+        "shop/default", {"shop/a": EndpointConfig("shop/a", "http://x/", 5, (0,))},
+        (SubscriptionConfig("shop/all", "shop/a", ("*",)),), sources={"shop/src": config})
+    live = LiveConfig(GatewayConfig(Compiled(config=routing, signing_keys={})))
+    metrics = Metrics("shop/default")
+    consumer = Backlogged(log, [[msg(1)]])
+    admission = Admission(DownQueue(log), live, metrics)  # type: ignore[arg-type]
+    worker = SourceWorker(config, {}, admission=admission, metrics=SourceMetrics(metrics),
+                          factory=lambda c, s: consumer)
+    worker.backoff = (0.01, 0.02)
+    worker.lag_interval = 0.0
+    task = asyncio.create_task(worker.run())
+    try:
+        await wait_for(lambda: (worker.state.lag or 0) >= 30, timeout=5,
+                       what="lag readings while the queue is down",
+                       state=lambda: (worker.state.lag, worker.state.reason))
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert worker.state.reason == "QueueUnavailable" and "ack 1" not in log
+    assert metrics.registry.get_sample_value(
+        "hookgate_source_lag", {"gateway": "shop/default", "source": "shop/src"}) >= 30
