@@ -141,7 +141,8 @@ def build_gateway(args: argparse.Namespace, queue_url: str, loaded: GatewayConfi
         queue = open_queue(queue_url, gateway=config.gateway,
                            visibility_timeout=visibility_timeout(config,
                                                                  args.visibility_timeout),
-                           min_replica_acks=loaded.min_replica_acks)
+                           min_replica_acks=loaded.min_replica_acks,
+                           redis_ca=env("REDIS_CA"))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return None

@@ -160,6 +160,31 @@ def _queue_env(spec: Mapping[str, Any]) -> list[Obj]:
             from_secret("HOOKGATE_REDIS_PASSWORD", "password", optional=True)]
 
 
+#: Where a deliverer finds the CA of a TLS Redis given by ``spec.queue.redis.caFrom``.
+REDIS_CA_DIR = "/etc/hookgate/redis-ca"
+
+
+def _redis_ca(spec: Mapping[str, Any]) -> Mapping[str, Any]:
+    redis = (spec.get("queue") or {}).get("redis") or {}
+    return ((redis.get("caFrom") or {}).get("secretKeyRef")) or {}
+
+
+def _redis_ca_env(spec: Mapping[str, Any]) -> list[Obj]:
+    if not _redis_ca(spec):
+        return []
+    return [{"name": "HOOKGATE_REDIS_CA", "value": f"{REDIS_CA_DIR}/ca.crt"}]
+
+
+def _redis_ca_volumes(spec: Mapping[str, Any]) -> list[Obj]:
+    """The CA Secret's key as ca.crt, read-only; nothing else of that Secret."""
+    ref = _redis_ca(spec)
+    if not ref:
+        return []
+    return [{"name": "redis-ca", "secret": {
+        "secretName": ref["name"], "items": [{"key": ref.get("key", "ca.crt"),
+                                              "path": "ca.crt"}]}}]
+
+
 def _address(url: str) -> RedisAddress | None:
     """The parsed queue URL; None when it does not parse (the deliverer then says why)."""
     try:
@@ -183,7 +208,8 @@ def build_deployment(gateway: Mapping[str, Any], replicas: int,
         "args": ["deliverer", "--gateway", f"{namespace}/{gw}",
                  "--concurrency", str(deliverer.get("concurrency", 256)),
                  "--listen", f"0.0.0.0:{HTTP_PORT}"],
-        "env": [*_queue_env(spec), {"name": "HOOKGATE_LOG_FORMAT", "value": "json"}],
+        "env": [*_queue_env(spec), *_redis_ca_env(spec),
+                {"name": "HOOKGATE_LOG_FORMAT", "value": "json"}],
         "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"},
                            "periodSeconds": 5, "failureThreshold": 2},
@@ -195,6 +221,21 @@ def build_deployment(gateway: Mapping[str, Any], replicas: int,
     }
     if deliverer.get("resources"):
         container["resources"] = deliverer["resources"]
+    volumes = _redis_ca_volumes(spec)
+    if volumes:
+        container["volumeMounts"] = [{"name": "redis-ca", "mountPath": REDIS_CA_DIR,
+                                      "readOnly": True}]
+    pod: Obj = {
+        "serviceAccountName": names.account,
+        # Longer than the deliverer's own grace, so in-flight work is finished or
+        # handed back before the kubelet kills the pod.
+        "terminationGracePeriodSeconds": 45,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [container],
+    }
+    if volumes:
+        pod["volumes"] = volumes
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": _meta(gateway, names.deployment),
@@ -204,18 +245,7 @@ def build_deployment(gateway: Mapping[str, Any], replicas: int,
             # Surge first: a rollout never lowers delivery capacity.
             "strategy": {"type": "RollingUpdate",
                          "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-            "template": {
-                "metadata": {"labels": labels(gw)},
-                "spec": {
-                    "serviceAccountName": names.account,
-                    # Longer than the deliverer's own grace, so in-flight work is finished or
-                    # handed back before the kubelet kills the pod.
-                    "terminationGracePeriodSeconds": 45,
-                    "securityContext": {"runAsNonRoot": True, "runAsUser": 10001,
-                                        "seccompProfile": {"type": "RuntimeDefault"}},
-                    "containers": [container],
-                },
-            },
+            "template": {"metadata": {"labels": labels(gw)}, "spec": pod},
         },
     }
 

@@ -8,11 +8,12 @@ __all__ = ["open_queue"]
 
 
 def open_queue(url: str, *, gateway: str, visibility_timeout: float = 60.0,
-               min_replica_acks: int = 0) -> Queue:
+               min_replica_acks: int = 0, redis_ca: str | None = None) -> Queue:
     """A queue for ``url``: ``sqlite:PATH`` (embedded), or Redis: ``redis://``,
     ``redis+sentinel://``, ``redis+cluster://`` (``rediss...`` for TLS) or ``unix://``.
 
-    ``min_replica_acks`` applies to Redis (the SQLite queue is one file on one disk, synced
+    ``min_replica_acks`` and ``redis_ca`` (the CA bundle of a ``rediss`` server whose URL
+    names none) apply to Redis (the SQLite queue is one file on one disk, synced
     before every acknowledgement). Raises ``ValueError`` naming the accepted forms for
     anything else.
     """
@@ -24,6 +25,6 @@ def open_queue(url: str, *, gateway: str, visibility_timeout: float = 60.0,
         from hookgate.deliverer.queues.redis import RedisQueue
 
         return RedisQueue(url, gateway=gateway, visibility_timeout=visibility_timeout,
-                          min_replica_acks=min_replica_acks)
+                          min_replica_acks=min_replica_acks, ca_file=redis_ca)
     raise ValueError(f"queue {url!r} is not supported; use sqlite:PATH, redis://HOST:PORT/DB, "
                      "redis+sentinel://HOST:PORT,.../MASTER or redis+cluster://HOST:PORT,...")

@@ -109,6 +109,23 @@ def test_keda_mode_on_sentinel_and_cluster_uses_their_scalers() -> None:
     assert env["HOOKGATE_REDIS_ADDRESSES"] == "n1:7000,n2:7001"
 
 
+def test_a_redis_ca_from_a_secret_is_mounted_read_only_with_its_path_in_env() -> None:
+    gateway = {**GATEWAY, "spec": {"queue": {"redis": {
+        "url": "rediss+sentinel://s1:26379/m", "caFrom": {"secretKeyRef": {
+            "name": "redis-tls", "key": "ca.pem"}}}}}}
+    deployment = by_kind(build_children(gateway, CONFIG, replicas=1))["Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["volumes"] == [{"name": "redis-ca", "secret": {
+        "secretName": "redis-tls", "items": [{"key": "ca.pem", "path": "ca.crt"}]}}]
+    assert container["volumeMounts"] == [{"name": "redis-ca", "mountPath": "/etc/hookgate/redis-ca",
+                                          "readOnly": True}]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["HOOKGATE_REDIS_CA"] == "/etc/hookgate/redis-ca/ca.crt"
+    plain = by_kind(build_children(GATEWAY, CONFIG, replicas=1))["Deployment"]
+    assert "volumes" not in plain["spec"]["template"]["spec"]
+
+
 def test_min_replica_acks_is_published_with_the_config() -> None:
     config = GatewayConfig(CONFIG.compiled, (), None, min_replica_acks(
         {"queue": {"redis": {"url": "redis://r:6379/0", "minReplicaAcks": 2}}}))

@@ -86,8 +86,11 @@ def mask_url(url: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
-def parse(url: str) -> RedisAddress:
-    """Parse a queue URL; ``ValueError`` says what is wrong and shows the accepted forms."""
+def parse(url: str, ca_file: str | None = None) -> RedisAddress:
+    """Parse a queue URL; ``ValueError`` says what is wrong and shows the accepted forms.
+
+    ``ca_file`` is the CA bundle for TLS when the URL names none (``ssl_ca_certs``): a
+    deliverer pod's mounted ``spec.queue.redis.caFrom``."""
     scheme, sep, rest = url.partition("://")
     kind = _SCHEMES.get(scheme.lower()) if sep else None
     if kind is None:
@@ -132,6 +135,8 @@ def parse(url: str) -> RedisAddress:
     if len(parts) > 1 or (parts and not parts[0].isdigit()):
         raise ValueError(f"Redis URL {mask_url(url)}: {'/'.join(parts)!r} is not a database "
                          "number")
+    if ca_file and "ssl_ca_certs" not in options:
+        options["ssl_ca_certs"] = ca_file
     return RedisAddress(url, Kind(kind), hosts, tls, username, password,
                         int(parts[0]) if parts else 0, master, options)
 

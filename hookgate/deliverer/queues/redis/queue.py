@@ -37,6 +37,7 @@ import os
 import re
 import secrets
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -121,6 +122,16 @@ def _root_reason(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
+def _tls_error(error: BaseException) -> ssl.SSLError | None:
+    """The TLS error in an exception chain, if there is one."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def describe_redis_error(url: str, what: str, error: BaseException, timeout: float) -> str:
     """What failed and what to do, for a Redis error met while doing ``what``."""
     where = f"Redis at {mask_url(url)}"
@@ -133,6 +144,12 @@ def describe_redis_error(url: str, what: str, error: BaseException, timeout: flo
     if isinstance(error, AuthenticationError | NoPermissionError):
         return (f"{where} refused {what} ({error}); check the user and password in --queue "
                 "and the ACL of that user")
+    tls = _tls_error(error)
+    if tls is not None:
+        return (f"{where}: the TLS handshake failed ({tls.reason or tls}: "
+                f"{getattr(tls, 'verify_message', '') or tls.strerror or ''}); check the "
+                "server's certificate and the CA it is checked against (ssl_ca_certs in the "
+                "URL, or spec.queue.redis.caFrom)")
     if isinstance(error, RedisConnectionError | OSError | RedisClusterException):
         return (f"{where} is unreachable ({_root_reason(error)}); check that it is running "
                 "and that --queue points at it")
@@ -211,8 +228,10 @@ class RedisQueue:
                  retention: float = _WEEK, clock: Callable[[], float] = time.time,
                  timeout: float = 5.0, poll_interval: float = 0.5,
                  max_connections: int = 64, consumer: str | None = None,
-                 lease_bytes: int = LEASE_BYTES, min_replica_acks: int = 0) -> None:
+                 lease_bytes: int = LEASE_BYTES, min_replica_acks: int = 0,
+                 ca_file: str | None = None) -> None:
         self.url = url
+        self.ca_file = ca_file
         self.min_replica_acks = min_replica_acks
         # WAIT must give up before the socket does, so its answer arrives
         self._replica_wait = round(timeout * 0.8, 3)
@@ -247,7 +266,7 @@ class RedisQueue:
 
     def _address(self) -> RedisAddress:
         try:
-            return parse(self.url)
+            return parse(self.url, self.ca_file)
         except ValueError as e:
             raise QueueUnavailable(str(e)) from None
 

@@ -249,3 +249,25 @@ async def test_min_replica_acks_on_a_redis_cluster_is_refused_with_a_reason(
     with pytest.raises(QueueUnavailable, match="minReplicaAcks is not supported on Redis "
                                                "Cluster yet"):
         await queue.open()
+
+
+# -- TLS ---------------------------------------------------------------------------------------
+
+
+async def test_a_tls_server_checked_against_a_mounted_ca(redis_tls_url: str) -> None:
+    """The CA comes from a file beside the URL (a deliverer pod's mounted caFrom Secret), or
+    is missing: then the server's certificate is refused, and the error says so."""
+    url, _, query = redis_tls_url.partition("?")
+    ca = query.removeprefix("ssl_ca_certs=")
+    queue = RedisQueue(url, gateway=GATEWAY, ca_file=ca)
+    await queue.open()
+    try:
+        assert await queue.enqueue(event(1), ["shop/a"]) == ("evt_1", True)
+    finally:
+        await queue.close()
+    untrusted = RedisQueue(url, gateway=GATEWAY, timeout=2)
+    with pytest.raises(QueueUnavailable) as refused:
+        await untrusted.open()
+    assert "the TLS handshake failed (CERTIFICATE_VERIFY_FAILED" in str(refused.value)
+    assert "spec.queue.redis.caFrom" in str(refused.value)
+    assert "s3cret" not in str(refused.value)

@@ -54,3 +54,11 @@ def test_passwords_are_masked_in_every_form() -> None:
     with pytest.raises(ValueError) as wrong:
         parse("redis+sentinel://u:pw@a:1/m?nope=1")
     assert "pw" not in str(wrong.value)
+
+
+def test_a_mounted_ca_applies_unless_the_url_names_one() -> None:
+    assert parse("rediss://h:1/0", ca_file="/etc/ca.crt").ssl_options == {
+        "ssl_ca_certs": "/etc/ca.crt"}
+    assert parse("rediss://h:1/0?ssl_ca_certs=/own.pem", ca_file="/etc/ca.crt").ssl_options == {
+        "ssl_ca_certs": "/own.pem"}
+    assert parse("redis://h:1/0", ca_file="/etc/ca.crt").ssl_options == {}  # no TLS
