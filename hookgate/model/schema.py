@@ -117,7 +117,7 @@ def check(doc: Mapping[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
                 f"Hookgate serves {kind} as apiVersion: {API_VERSION}")
         return obj, ctx.problems
     _check_metadata(md, ctx)
-    _Walker(ctx).visit(_root(str(kind)), obj, "")
+    _validator(str(kind)).visit(obj, "", ctx)
     return obj, ctx.problems
 
 
@@ -263,144 +263,240 @@ def _is_base64(value: Any) -> bool:
     return True
 
 
-# --- the structural walk ---------------------------------------------------------------
+# --- the structural check, compiled once per kind --------------------------------------
 
 
-class _Walker:
-    """Walks a value alongside its schema: defaults, structural checks, then CEL rules.
+@functools.cache
+def _validator(kind: str) -> _Node:
+    """The kind's schema as a tree of :class:`_Node`, built once per process: the checks
+    of every schema node are read from the CRD once, instead of on every value checked."""
+    return _Node.build(_root(kind), {})
+
+
+class _Node:
+    """One schema node, ready to check values: defaults, structural checks, then CEL rules.
 
     Same order as the API server: defaults are applied before validation, and a node's
     CEL rules run only when nothing beneath it broke the schema (a rule like
     ``duration(x)`` over a malformed duration would only repeat that error, less clearly).
+    Everything here is read from the schema when the node is built and never changed, so
+    one tree serves every document of its kind (and threads: a reload checks in one).
     """
 
-    def __init__(self, ctx: _Context) -> None:
-        self.ctx = ctx
+    __slots__ = ("_schema", "about", "closed", "defaults", "enum", "enum_text", "expected",
+                 "extra", "has_bounds", "is_type", "items", "max_items", "max_length",
+                 "max_properties", "min_items", "min_length", "nullable", "pattern",
+                 "pattern_hint", "pattern_re", "preserve", "props", "required", "rules",
+                 "type_hint")
 
-    def visit(self, schema: Schema, value: Any, path: str) -> None:
-        before = self._broken()
-        if not self._type_ok(schema, value, path):
+    _schema: Schema
+    about: str
+    nullable: bool
+    expected: str
+    is_type: Callable[[Any], bool]
+    type_hint: str
+    props: dict[str, _Node]
+    extra: _Node | None
+    preserve: bool
+    defaults: tuple[tuple[str, Any, bool], ...]  # key, default, whether it is immutable
+    required: tuple[tuple[str, str], ...]  # key, hint
+    max_properties: int | None
+    items: _Node | None
+    min_items: int
+    max_items: int | None
+    pattern: str | None
+    pattern_re: re.Pattern[str] | None
+    pattern_hint: str
+    min_length: int
+    max_length: int | None
+    has_bounds: bool
+    enum: list[Any] | None
+    enum_text: str
+    # every value that passes this node is of a declared type (no untyped or
+    # preserve-unknown-fields node beneath): what _Rule.fields relies on
+    closed: bool
+    rules: tuple[_Rule, ...]
+
+    @classmethod
+    def build(cls, schema: Schema, memo: dict[int, _Node]) -> _Node:
+        node = memo.get(id(schema))
+        if node is None:
+            node = memo[id(schema)] = cls()
+            node.closed = True  # until its children are known (a schema never nests itself)
+            node._fill(schema, memo)
+        return node
+
+    def _fill(self, schema: Schema, memo: dict[int, _Node]) -> None:
+        self._schema = schema  # for messages that list what the schema allows
+        self.about = _about(schema)
+        self.nullable = bool(schema.get("nullable"))
+        if schema.get("x-kubernetes-int-or-string"):
+            self.expected = "integer or string"
+            self.is_type = _int_or_string
+        else:
+            self.expected = schema.get("type", "")
+            self.is_type = _type_check(self.expected)
+        self.type_hint = self.about or \
+            f"write it as {_TYPE_NAMES.get(self.expected, self.expected)}"
+        # objects
+        props: Mapping[str, Schema] = schema.get("properties", {})
+        self.props = {key: _Node.build(sub, memo) for key, sub in props.items()}
+        extra = schema.get("additionalProperties")
+        self.extra = _Node.build(extra, memo) if isinstance(extra, Mapping) else None
+        self.preserve = bool(schema.get("x-kubernetes-preserve-unknown-fields"))
+        self.defaults = tuple((key, sub["default"], type(sub["default"]) in _ATOMIC)
+                              for key, sub in props.items() if "default" in sub)
+        self.required = tuple(
+            (key, f"add {key}: {_about(props.get(key, {}))}".rstrip(": "))
+            for key in schema.get("required", []))
+        self.max_properties = schema.get("maxProperties")
+        # arrays
+        self.items = _Node.build(schema["items"], memo) if "items" in schema else None
+        self.min_items = schema.get("minItems", 0)
+        self.max_items = schema.get("maxItems")
+        # scalars
+        pattern = schema.get("pattern")
+        self.pattern = pattern or None
+        self.pattern_re = re.compile(pattern) if pattern else None
+        self.pattern_hint = "write a duration like 500ms, 15s, 5m or 1h30m" \
+            if pattern == DURATION_PATTERN else self.about
+        self.min_length = schema.get("minLength", 0)
+        self.max_length = schema.get("maxLength")
+        self.has_bounds = "minimum" in schema or "maximum" in schema
+        self.enum = schema.get("enum")
+        self.enum_text = ", ".join(json.dumps(e) for e in schema.get("enum", ()))
+        self.closed = bool(self.expected or schema.get("x-kubernetes-int-or-string")) \
+            and not self.preserve and all(
+                n.closed for n in (*self.props.values(), self.extra, self.items) if n)
+        self.rules = tuple(
+            _Rule(rule["rule"], _program(rule["rule"]), str(rule.get("fieldPath", "")),
+                  rule.get("message") or f"failed rule: {rule['rule']}",
+                  _fields_of_self(rule["rule"]) if self.closed else None)
+            for rule in schema.get("x-kubernetes-validations", []))
+
+    def visit(self, value: Any, path: str, ctx: _Context) -> None:
+        before = ctx.broken
+        if not self.is_type(value):
+            ctx.add(path, f"Invalid value: {_show(value)}: must be of type {self.expected}",
+                    self.type_hint)
             return
         if isinstance(value, dict):
-            self._object(schema, value, path)
+            self._object(value, path, ctx)
         elif isinstance(value, list):
-            self._array(schema, value, path)
+            self._array(value, path, ctx)
         else:
-            self._scalar(schema, value, path)
-        if "enum" in schema and value not in schema["enum"]:
-            allowed = ", ".join(json.dumps(e) for e in schema["enum"])
-            self.ctx.add(path, f"Unsupported value: {_show(value)}: supported values: {allowed}",
-                         f"use one of {allowed}")
-        if self._broken() == before:
-            self._rules(schema, value, path)
+            self._scalar(value, path, ctx)
+        if self.enum is not None and value not in self.enum:
+            ctx.add(path, f"Unsupported value: {_show(value)}: supported values: "
+                    f"{self.enum_text}", f"use one of {self.enum_text}")
+        if self.rules and ctx.broken == before:
+            self._rules(value, path, ctx)
 
-    def _broken(self) -> int:
-        return self.ctx.broken
-
-    def _type_ok(self, schema: Schema, value: Any, path: str) -> bool:
-        if schema.get("x-kubernetes-int-or-string"):
-            ok = isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
-            expected = "integer or string"
-        else:
-            expected = schema.get("type", "")
-            ok = _is_type(expected, value) if expected else True
-        if not ok:
-            self.ctx.add(path, f"Invalid value: {_show(value)}: must be of type {expected}",
-                         _about(schema) or f"write it as {_TYPE_NAMES.get(expected, expected)}")
-        return ok
-
-    def _object(self, schema: Schema, value: dict[str, Any], path: str) -> None:
-        props: Mapping[str, Schema] = schema.get("properties", {})
-        extra = schema.get("additionalProperties")
+    def _object(self, value: dict[str, Any], path: str, ctx: _Context) -> None:
+        props, extra = self.props, self.extra
         for key in list(value):
-            sub = props.get(key, extra if isinstance(extra, Mapping) else None)
+            sub = props.get(key, extra)
             if sub is None:
-                if not schema.get("x-kubernetes-preserve-unknown-fields"):
-                    self._unknown(props, key, path)
-            elif value[key] is None and not sub.get("nullable"):
+                if not self.preserve:
+                    _unknown(self._schema.get("properties", {}), key, path, ctx)
+            elif value[key] is None and not sub.nullable:
                 del value[key]  # the API server prunes nulls of non-nullable fields
-        for key, sub in props.items():
-            if key not in value and "default" in sub:
-                value[key] = copy.deepcopy(sub["default"])
-        for key in schema.get("required", []):
+        for key, default, atomic in self.defaults:
             if key not in value:
-                self.ctx.add(_join(path, key), "Required value",
-                             f"add {key}: {_about(props.get(key, {}))}".rstrip(": "))
+                value[key] = default if atomic else copy.deepcopy(default)
+        for key, hint in self.required:
+            if key not in value:
+                ctx.add(_join(path, key), "Required value", hint)
         for key, item in value.items():
-            sub = props.get(key, extra if isinstance(extra, Mapping) else None)
+            sub = props.get(key, extra)
             if sub is not None and item is not None:
-                self.visit(sub, item, _join(path, key))
-        if len(value) > schema.get("maxProperties", len(value)):
-            self.ctx.add(path, f"Too many: {len(value)}: must have at most "
-                         f"{schema['maxProperties']} items", _about(schema))
+                sub.visit(item, f"{path}.{key}" if path else key, ctx)
+        if self.max_properties is not None and len(value) > self.max_properties:
+            ctx.add(path, f"Too many: {len(value)}: must have at most "
+                    f"{self.max_properties} items", self.about)
 
-    def _unknown(self, props: Mapping[str, Schema], key: str, path: str) -> None:
-        close = difflib.get_close_matches(key, list(props), n=1)
-        guess = f'; did you mean "{_join(path, close[0])}"?' if close else ""
-        allowed = ", ".join(props) or "none"
-        self.ctx.add(_join(path, key), f'unknown field "{_join(path, key)}"{guess}',
-                     f"fields allowed in {path or 'the object'}: {allowed}")
-
-    def _array(self, schema: Schema, value: list[Any], path: str) -> None:
-        items = schema.get("items", {})
+    def _array(self, value: list[Any], path: str, ctx: _Context) -> None:
+        items = self.items or _empty()
         for i, item in enumerate(value):
-            if item is None and not items.get("nullable"):
-                self.ctx.add(f"{path}[{i}]", "Invalid value: null: must not be empty",
-                             _about(items))
+            if item is None and not items.nullable:
+                ctx.add(f"{path}[{i}]", "Invalid value: null: must not be empty", items.about)
             elif item is not None:
-                self.visit(items, item, f"{path}[{i}]")
-        if len(value) < schema.get("minItems", 0):
-            self.ctx.add(path, f"should have at least {schema['minItems']} items", _about(schema))
-        if len(value) > schema.get("maxItems", len(value)):
-            self.ctx.add(path, f"Too many: {len(value)}: must have at most "
-                         f"{schema['maxItems']} items", _about(schema))
+                items.visit(item, f"{path}[{i}]", ctx)
+        if len(value) < self.min_items:
+            ctx.add(path, f"should have at least {self.min_items} items", self.about)
+        if self.max_items is not None and len(value) > self.max_items:
+            ctx.add(path, f"Too many: {len(value)}: must have at most "
+                    f"{self.max_items} items", self.about)
 
-    def _scalar(self, schema: Schema, value: Any, path: str) -> None:
+    def _scalar(self, value: Any, path: str, ctx: _Context) -> None:
         # the hint (the field's description) only when there is a problem: most values have none
         if isinstance(value, str):
-            pattern = schema.get("pattern")
             hint = ""
-            if pattern and not re.search(pattern, value):
-                hint = "write a duration like 500ms, 15s, 5m or 1h30m" \
-                    if pattern == DURATION_PATTERN else _about(schema)
-                self.ctx.add(path, f"Invalid value: {_show(value)}: should match '{pattern}'",
-                             hint)
-            if len(value) < schema.get("minLength", 0):
-                self.ctx.add(path, f"Invalid value: {_show(value)}: should be at least "
-                             f"{schema['minLength']} chars long", hint or _about(schema))
-            if len(value) > schema.get("maxLength", len(value)):
-                self.ctx.add(path, f"Too long: may not be more than {schema['maxLength']} "
-                             "characters", hint or _about(schema))
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            for problem in _bounds(schema, value):
-                self.ctx.add(path, f"Invalid value: {_show(value)}: {problem}", _about(schema))
+            if self.pattern_re is not None and not self.pattern_re.search(value):
+                hint = self.pattern_hint
+                ctx.add(path, f"Invalid value: {_show(value)}: should match '{self.pattern}'",
+                        hint)
+            if len(value) < self.min_length:
+                ctx.add(path, f"Invalid value: {_show(value)}: should be at least "
+                        f"{self.min_length} chars long", hint or self.about)
+            if self.max_length is not None and len(value) > self.max_length:
+                ctx.add(path, f"Too long: may not be more than {self.max_length} "
+                        "characters", hint or self.about)
+        elif self.has_bounds and isinstance(value, int | float) and not isinstance(value, bool):
+            for problem in _bounds(self._schema, value):
+                ctx.add(path, f"Invalid value: {_show(value)}: {problem}", self.about)
 
-    def _rules(self, schema: Schema, value: Any, path: str) -> None:
-        for rule in schema.get("x-kubernetes-validations", []):
-            if _holds(rule["rule"], value) is False:
-                where = (path + str(rule.get("fieldPath", ""))).lstrip(".")
-                message = rule.get("message") or f"failed rule: {rule['rule']}"
-                self.ctx.add(where, message, self._explain(path), reason=RULE_VIOLATION)
-
-    def _explain(self, path: str) -> str:
-        """Where to read about a field: ``kubectl explain`` prints the CRD's descriptions."""
-        target = ".".join([str(self.ctx.kind).lower(), *re.sub(r"\[\d+\]", "", path).split(".")])
-        return f"see kubectl explain {target.rstrip('.')}"
+    def _rules(self, value: Any, path: str, ctx: _Context) -> None:
+        for rule in self.rules:
+            if rule.holds(value) is False:
+                ctx.add((path + rule.field_path).lstrip("."), rule.message,
+                        _explain(ctx.kind, path), reason=RULE_VIOLATION)
 
 
-def _is_type(expected: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return expected == "boolean"
-    return _TYPE_CHECKS.get(expected, lambda v: True)(value)
+@functools.cache
+def _empty() -> _Node:
+    """What an array without ``items`` checks its items with: nothing."""
+    return _Node.build({}, {})
+
+
+def _unknown(props: Mapping[str, Schema], key: str, path: str, ctx: _Context) -> None:
+    close = difflib.get_close_matches(key, list(props), n=1)
+    guess = f'; did you mean "{_join(path, close[0])}"?' if close else ""
+    allowed = ", ".join(props) or "none"
+    ctx.add(_join(path, key), f'unknown field "{_join(path, key)}"{guess}',
+            f"fields allowed in {path or 'the object'}: {allowed}")
+
+
+def _explain(kind: str | None, path: str) -> str:
+    """Where to read about a field: ``kubectl explain`` prints the CRD's descriptions."""
+    target = ".".join([str(kind).lower(), *re.sub(r"\[\d+\]", "", path).split(".")])
+    return f"see kubectl explain {target.rstrip('.')}"
+
+
+def _int_or_string(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _type_check(expected: str) -> Callable[[Any], bool]:
+    """``value -> whether it is of the schema type``; a bool is only ever a boolean."""
+    return _TYPE_CHECKS.get(expected, _not_bool) if expected else _any
+
+
+def _any(value: Any) -> bool:
+    return True
+
+
+def _not_bool(value: Any) -> bool:
+    return not isinstance(value, bool)
 
 
 _TYPE_CHECKS: dict[str, Callable[[Any], bool]] = {
     "object": lambda v: isinstance(v, dict),
     "array": lambda v: isinstance(v, list),
     "string": lambda v: isinstance(v, str),
-    "integer": lambda v: isinstance(v, int),
-    "number": lambda v: isinstance(v, int | float),
-    "boolean": lambda v: False,
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
 }
 
 
@@ -449,9 +545,54 @@ def _program(rule: str) -> cel.Program | None:
         return None
 
 
-def _holds(rule: str, value: Any) -> bool | None:
-    """True or False for a rule over ``self``; None when it cannot be evaluated offline."""
-    program = _program(rule)
+_SELF = re.compile(r"\bself\b")
+_SELF_FIELD = re.compile(r"\bself\.([A-Za-z_][A-Za-z0-9_]*)\b(?!\s*\()")
+#: results of rules over strings and lists of strings (durations, schedules, CIDRs), which
+#: thousands of objects share; bounded, as values like URLs are all different
+_RESULTS: dict[tuple[str, str | tuple[str, ...]], bool | None] = {}
+_RESULTS_MAX = 4096
+
+
+def _fields_of_self(rule: str) -> frozenset[str] | None:
+    """The fields of ``self`` a rule reads, when it reads ``self`` only by selecting
+    fields (``has(self.auth)``, ``self.url.startsWith(...)``); None when it uses ``self``
+    itself (``size(self)``, ``self.all(...)``, ``self[k]``, ``self == x``)."""
+    fields = _SELF_FIELD.findall(rule)
+    return frozenset(fields) if len(fields) == len(_SELF.findall(rule)) else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    """One ``x-kubernetes-validations`` rule of a schema node, compiled."""
+
+    rule: str
+    program: cel.Program | None  # None when the offline library cannot compile it
+    field_path: str
+    message: str
+    # the fields of self it reads, when it reads nothing else and the node's values are
+    # all of declared (JSON) types: then the others need not be handed to CEL, which
+    # converts every value it is given (38 us for an endpoint's spec, 5 us for its url)
+    fields: frozenset[str] | None
+
+    def holds(self, value: Any) -> bool | None:
+        """True or False for the rule over ``value``; None when it cannot be evaluated."""
+        kind = type(value)
+        if kind is str or (kind is list and all(type(v) is str for v in value)):
+            key = (self.rule, value if kind is str else tuple(value))
+            if key in _RESULTS:
+                return _RESULTS[key]
+            result = _holds(self.program, value)
+            if len(_RESULTS) < _RESULTS_MAX:
+                _RESULTS[key] = result
+            return result
+        if self.fields is not None and kind is dict:
+            value = {k: value[k] for k in self.fields if k in value}
+        return _holds(self.program, value)
+
+
+def _holds(program: cel.Program | None, value: Any) -> bool | None:
+    """True or False for a rule (compiled by :func:`_program`) over ``self``; None when it
+    cannot be evaluated offline."""
     if program is None:
         return None
     try:

@@ -337,3 +337,65 @@ def test_the_checked_copy_is_deep_keeps_aliases_and_shares_keys() -> None:
     assert checked["metadata"]["labels"] is checked["metadata"]["annotations"]
     other, _ = schema.check(json.loads(json.dumps(doc)))  # the same keys, other objects
     assert next(iter(other["spec"]["headers"])) is next(iter(checked["spec"]["headers"]))
+
+
+# --- validators built once per kind: what is shared must not carry over ----------------
+
+
+def test_documents_of_one_kind_each_get_their_own_problems() -> None:
+    # The same validator tree checks all three, in turn and then again.
+    bad_url = obj("WebhookEndpoint", "a", {"url": "ftp://a.example"})
+    bad_timeout = obj("WebhookEndpoint", "b", {"url": "https://b.example", "timeout": "0s"})
+    good = obj("WebhookEndpoint", "c", {"url": "https://c.example", "timeout": "5s"})
+    for _ in range(2):
+        assert [(p.name, p.field) for p in schema.check(bad_url)[1]] == [("a", "spec.url")]
+        (problem,) = schema.check(bad_timeout)[1]
+        assert (problem.name, problem.field, problem.reason) == ("b", "spec.timeout",
+                                                                "RuleViolation")
+        assert schema.check(good)[1] == []
+
+
+def test_a_rule_is_evaluated_for_each_value_not_once_per_rule() -> None:
+    # Results of rules over strings and lists are remembered per value, never per rule.
+    def fields(spec: dict[str, Any]) -> list[str | None]:
+        return [p.field for p in schema.check(obj("WebhookEndpoint", "a", {
+            "url": "https://a.example", **spec}))[1]]
+
+    for _ in range(2):
+        assert fields({"timeout": "0s"}) == ["spec.timeout"]
+        assert fields({"timeout": "1s"}) == []
+        assert fields({"retry": {"schedule": ["0s", "5m", "1m"]}}) == ["spec.retry.schedule"]
+        assert fields({"retry": {"schedule": ["0s", "1m", "5m"]}}) == []
+
+
+def test_a_rule_over_some_fields_still_sees_them() -> None:
+    # CEL is handed only the fields such a rule reads (auth and url here)
+    tls = {"auth": {"tls": {"secretRef": {"name": "client"}}}}
+    spec = {"url": "http://a.example", "timeout": "5s", **tls}
+    (problem,) = schema.check(obj("WebhookEndpoint", "a", spec))[1]
+    assert (problem.field, problem.reason) == ("spec.url", "RuleViolation")
+    assert schema.check(obj("WebhookEndpoint", "b", {**spec, "url": "https://a.example"}))[1] \
+        == []
+    assert schema.check(obj("WebhookEndpoint", "c", {"url": "http://a.example"}))[1] == []
+
+
+@pytest.mark.parametrize(("rule", "fields"), [
+    ("!has(self.auth) || !has(self.auth.tls) || self.url.startsWith('https://')",
+     {"auth", "url"}),
+    ("has(self.url) != has(self.urlFrom)", {"url", "urlFrom"}),
+    ("size(self) > 0", None),
+    ("self.all(c, isCIDR(c))", None),
+    ("self.map(d, duration(d)).isSorted()", None),
+    ("self.x == 1 || self == {}", None),
+    ("self['x'] == 1", None),
+])
+def test_which_fields_of_self_a_rule_reads(rule: str, fields: set[str] | None) -> None:
+    found = schema._fields_of_self(rule)
+    assert (set(found) if found is not None else None) == fields
+
+
+def test_defaults_are_fresh_for_every_document() -> None:
+    first, _ = schema.check(obj("WebhookGateway", "a", {}))
+    first["spec"]["defaults"]["retry"]["schedule"].append("99h")
+    second, _ = schema.check(obj("WebhookGateway", "b", {}))
+    assert "99h" not in second["spec"]["defaults"]["retry"]["schedule"]
