@@ -142,7 +142,7 @@ def build_gateway(args: argparse.Namespace, queue_url: str, loaded: GatewayConfi
                            visibility_timeout=visibility_timeout(config,
                                                                  args.visibility_timeout),
                            min_replica_acks=loaded.min_replica_acks,
-                           redis_ca=env("REDIS_CA"))
+                           redis_ca=env("REDIS_CA"), partitions=loaded.partitions)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return None

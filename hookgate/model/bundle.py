@@ -16,7 +16,7 @@ from hookgate.model.compiler import Compiled, EndpointAuth
 from hookgate.model.routing import RoutingConfig
 
 __all__ = ["CONFIG_KEY", "SECRETS_KEY", "GatewayConfig", "config_map_name", "min_replica_acks",
-           "secret_name"]
+           "queue_partitions", "secret_name"]
 
 CONFIG_KEY = "routing.json"  # ConfigMap data key
 SECRETS_KEY = "secrets.json"  # Secret data key (stringData; the API stores it base64)
@@ -38,6 +38,11 @@ def min_replica_acks(gateway_spec: Mapping[str, Any]) -> int:
     return int(redis.get("minReplicaAcks") or 0)
 
 
+def queue_partitions(gateway_spec: Mapping[str, Any]) -> int:
+    """``spec.queue.partitions`` of a WebhookGateway (1 when not set)."""
+    return int((gateway_spec.get("queue") or {}).get("partitions") or 1)
+
+
 @dataclass(frozen=True)
 class GatewayConfig:
     """Everything a config source (files, or the cluster) hands a running gateway."""
@@ -47,10 +52,13 @@ class GatewayConfig:
     max_body_bytes: int | None = None
     # spec.queue.redis.minReplicaAcks: replicas that must confirm an event before its 202
     min_replica_acks: int = 0
+    # spec.queue.partitions: the Redis queue is spread over this many hash tags
+    partitions: int = 1
 
     def config_data(self) -> dict[str, str]:
         """The ConfigMap's data: routing and non-secret settings."""
-        settings = {"maxBodyBytes": self.max_body_bytes, "minReplicaAcks": self.min_replica_acks}
+        settings = {"maxBodyBytes": self.max_body_bytes, "minReplicaAcks": self.min_replica_acks,
+                    "partitions": self.partitions}
         return {CONFIG_KEY: self.compiled.config.to_json(),
                 "settings.json": json.dumps(settings, sort_keys=True)}
 
@@ -81,4 +89,4 @@ class GatewayConfig:
                            for k, v in secrets.get("endpointAuth", {}).items()},
             source_secrets={k: dict(v) for k, v in secrets.get("sourceSecrets", {}).items()})
         return cls(compiled, tuple(secrets.get("apiKeys", ())), settings.get("maxBodyBytes"),
-                   int(settings.get("minReplicaAcks") or 0))
+                   int(settings.get("minReplicaAcks") or 0), int(settings.get("partitions") or 1))

@@ -303,6 +303,7 @@ def build_scaled_object(gateway: Mapping[str, Any]) -> Obj:
     redis = (spec.get("queue") or {}).get("redis") or {}
     # KEDA wants HOST:PORT (and a password) rather than a URL: the deliverer container
     # carries them as HOOKGATE_REDIS_ADDRESS / HOOKGATE_REDIS_PASSWORD (see _queue_env).
+    partitions = int((spec.get("queue") or {}).get("partitions") or 1)
     keys = Keys(f"{namespace}/{gw}")
     metadata: Obj = {"stream": keys.stream, "consumerGroup": CONSUMER_GROUP,
                      "lagCount": str(scaling.get("targetBacklogPerReplica", 500)),
@@ -332,7 +333,13 @@ def build_scaled_object(gateway: Mapping[str, Any]) -> Obj:
                 "scaleDown": {"stabilizationWindowSeconds":
                               scaling.get("scaleDownStabilizationSeconds", 300)},
                 "scaleUp": {"stabilizationWindowSeconds": 0}}}},
-            "triggers": [{"type": trigger, "metadata": metadata}],
+            # One trigger per partition (every deliverer consumes every partition). KEDA
+            # scales on the largest of them, so each targets 1/P of the backlog per replica:
+            # with deliveries spread evenly, as on the whole backlog.
+            "triggers": [{"type": trigger, "metadata": {
+                **metadata, "stream": Keys(f"{namespace}/{gw}", p, partitions).stream,
+                "lagCount": str(max(1, int(metadata["lagCount"]) // partitions))}}
+                for p in range(partitions)],
         },
     }
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from hookgate.deliverer.queues.base import Queue, QueueUnavailable
 from hookgate.deliverer.queues.factory import open_queue
-from hookgate.model.bundle import GatewayConfig, min_replica_acks
+from hookgate.model.bundle import GatewayConfig, min_replica_acks, queue_partitions
 from hookgate.model.compiler import compile_config
 from hookgate.model.problems import ManifestError, Problem
 from hookgate.model.resources import Resource, parse_resource
@@ -112,7 +112,7 @@ class Reconciler:
         api_keys = self._api_keys(spec, secrets, gateway_problems)
         config = GatewayConfig(compiled, api_keys,
                                (spec.get("ingest") or {}).get("maxBodyBytes"),
-                               min_replica_acks(spec))
+                               min_replica_acks(spec), queue_partitions(spec))
 
         backlog = await self._backlog(gateway, state, secrets, gateway_problems)
         replicas = await self._replicas(gateway, state, backlog)
@@ -238,7 +238,8 @@ class Reconciler:
             state.queue, state.queue_url = None, url
         try:
             if state.queue is None:
-                queue = open_queue(url, gateway=f"{namespace}/{name}")
+                queue = open_queue(url, gateway=f"{namespace}/{name}",
+                                   partitions=queue_partitions(gateway.get("spec") or {}))
                 await queue.open()
                 state.queue = queue
             depth = await state.queue.depth()

@@ -3,12 +3,14 @@ of the compiler (``compile_text``, namespace ``shop``)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from hookgate.model.compiler import Compiled, compile_config
 from hookgate.model.manifests import load_paths
 
-__all__ = ["SECRET", "compile_text", "endpoint_yaml", "secret", "source", "subscription_yaml"]
+__all__ = ["SECRET", "compile_text", "endpoint_yaml", "queue_gateway_yaml", "secret", "source",
+           "subscription_yaml"]
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
@@ -23,6 +25,14 @@ def endpoint_yaml(name: str, url: str, *, schedule: str = "[0s, 100ms, 100ms]",
         doc += (f"apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}-signing}}\n"
                 f"stringData: {{secret: {SECRET}}}\n---\n")
     return doc
+
+
+def queue_gateway_yaml(url: str, *, partitions: int = 1, min_replica_acks: int = 0) -> str:
+    """The gateway ``default`` with its Redis queue settings (``hookgate run --queue`` gives
+    the URL; the manifest gives partitions and replica acknowledgements)."""
+    return ("apiVersion: hookgate.io/v1alpha1\nkind: WebhookGateway\nmetadata: {name: default}\n"
+            f"spec:\n  queue:\n    partitions: {partitions}\n"
+            f"    redis: {{url: {json.dumps(url)}, minReplicaAcks: {min_replica_acks}}}\n---\n")
 
 
 def subscription_yaml(name: str, endpoint: str, types: str) -> str:

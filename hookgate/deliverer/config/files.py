@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from hookgate.model.bundle import GatewayConfig, min_replica_acks
+from hookgate.model.bundle import GatewayConfig, min_replica_acks, queue_partitions
 from hookgate.model.compiler import (
     compile_config,
     endpoints_needing_secrets,
@@ -59,8 +59,9 @@ class FileConfig:
         compiled = compile_config(resources, gateway, self._generated(resources, gateway))
         if compiled.problems:
             raise ManifestError(compiled.problems)
+        spec = gw.spec if (gw := _gateway(resources, gateway)) else {}
         return GatewayConfig(compiled, _api_keys(resources, gateway), _max_body(resources, gateway),
-                             _min_replica_acks(resources, gateway))
+                             min_replica_acks(spec), queue_partitions(spec))
 
     def _scan(self) -> tuple[tuple[str, int, int], ...]:
         out = []
@@ -143,11 +144,6 @@ def _api_keys(resources: list[Resource], gateway: str) -> tuple[str, ...]:
             field="spec.ingest.apiKeysFrom.secretRef.name", reason="SecretMissing",
             hint="add the Secret to the config directory; each value is one API key")])
     return tuple(v.strip() for v in secret.data.values() if v.strip())
-
-
-def _min_replica_acks(resources: list[Resource], gateway: str) -> int:
-    gw = _gateway(resources, gateway)
-    return min_replica_acks(gw.spec) if gw else 0
 
 
 def _max_body(resources: list[Resource], gateway: str) -> int | None:

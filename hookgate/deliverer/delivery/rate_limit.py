@@ -126,8 +126,8 @@ class RedisRateLimiter:
 
 def limiter_for(queue: Queue, clock: Callable[[], float] = time.time) -> RateLimiter:
     """The limiter that fits the queue: shared in Redis, local otherwise."""
-    from hookgate.deliverer.queues.redis import RedisQueue
+    from hookgate.deliverer.queues.redis import PartitionedQueue, RedisQueue
 
-    if isinstance(queue, RedisQueue):
+    if isinstance(queue, RedisQueue | PartitionedQueue):  # partitioned: in partition 0
         return RedisRateLimiter(queue, clock)
     return LocalRateLimiter()

@@ -182,7 +182,8 @@ class Queue(Protocol):
         ...
 
     async def fetch(self, limit: int, wait: float) -> list[Delivery]:
-        """Lease up to ``limit`` ready deliveries, oldest first.
+        """Lease up to ``limit`` ready deliveries, oldest first (within each partition, for a
+        Redis queue in several partitions).
 
         Due delayed deliveries become ready and expired leases are reclaimed first. A
         reclaimed delivery (its consumer died or hung, so no outcome was recorded) comes back

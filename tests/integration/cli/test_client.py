@@ -81,4 +81,5 @@ async def test_run_explains_an_unsupported_queue(tmp_path: Path) -> None:
     (tmp_path / "m.yaml").write_text("")
     out = await run_hookgate("run", "--config", str(tmp_path), "--data-dir", str(tmp_path / "d"),
                          "--queue", "kafka://x")
-    assert out.returncode == 2 and "use sqlite:PATH, redis://HOST:PORT/DB, redis+sentinel://" in out.stderr
+    assert out.returncode == 2
+    assert "use sqlite:PATH, redis://HOST:PORT/DB, redis+sentinel://" in out.stderr

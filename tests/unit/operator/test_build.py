@@ -161,3 +161,15 @@ def test_default_deliverer_image_applies_only_when_the_gateway_names_none() -> N
     bare = {**GATEWAY, "spec": {**GATEWAY["spec"], "deliverer": {}}}
     deployment = by_kind(build_children(bare, CONFIG, 1, mirror))["Deployment"]
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == mirror
+
+
+def test_keda_mode_has_a_trigger_for_every_partition() -> None:
+    gateway = {**GATEWAY, "spec": {"queue": {"redis": {"url": "redis://r:6379/0"},
+                                             "partitions": 3},
+                                   "autoscaling": {"mode": "KEDA"}}}
+    so = by_kind(build_children(gateway, CONFIG, replicas=1))["ScaledObject"]
+    streams = [t["metadata"]["stream"] for t in so["spec"]["triggers"]]
+    assert len(set(streams)) == 3 and streams[0] == "hookgate:{shop/default}:deliveries"
+    assert all(s.startswith("hookgate:{shop/default#") for s in streams[1:])
+    # KEDA scales on the largest trigger: each targets a third of the default 500 per replica
+    assert {t["metadata"]["lagCount"] for t in so["spec"]["triggers"]} == {"166"}

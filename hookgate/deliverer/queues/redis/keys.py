@@ -1,7 +1,13 @@
 """Every Redis key the Redis queue uses, in one place.
 
-All keys of one gateway share the hash tag ``{gateway}``, so they live in one Redis Cluster
-slot and the queue's Lua scripts may touch several of them atomically. Reading this file
+All keys of one partition of a gateway share one hash tag, so they live in one Redis Cluster
+slot and the queue's Lua scripts may touch several of them atomically. Partition 0's tag is
+``{gateway}``; a gateway with P partitions (``spec.queue.partitions``) adds partitions
+1..P-1, whose tags ``{gateway#N}`` are chosen (N is searched) so that the P partitions' slots
+lie in P different P-ths of the slot space: on a cluster whose masters hold equal slot ranges
+in order, as ``redis-cli --cluster create`` makes them, each partition lands on its own
+master. Gateway-wide state (pauses, endpoint health, rate limits, the partition count) is kept
+in partition 0. Reading this file
 tells an operator what ``redis-cli --scan --pattern 'hookgate:{default}:*'`` will show.
 
 Layout for gateway ``G``::
@@ -31,6 +37,7 @@ Layout for gateway ``G``::
                                        last attempt failed (circuit breaker, auto-disable)
     hookgate:{G}:trial:<ep>            string with a TTL: a deliverer holds the one trial
                                        attempt of <ep>'s half-open circuit
+    hookgate:{G}:partitions            string, the partition count the queue was made with
     hookgate:{G}:ratelimit:<ep>        string, the GCRA theoretical arrival time of endpoint
                                        <ep>; expires when the bucket is full again
 """
@@ -38,8 +45,11 @@ Layout for gateway ``G``::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
-__all__ = ["CONSUMER_GROUP", "PREFIX", "Keys"]
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+
+__all__ = ["CONSUMER_GROUP", "PREFIX", "Keys", "partition_tag"]
 
 PREFIX = "hookgate"
 #: The one consumer group of a gateway's stream; every deliverer of the gateway joins it.
@@ -51,6 +61,8 @@ class Keys:
     """The key names of one gateway."""
 
     gateway: str
+    partition: int = 0
+    partitions: int = 1
 
     def __post_init__(self) -> None:
         if not self.gateway or "{" in self.gateway or "}" in self.gateway:
@@ -59,7 +71,12 @@ class Keys:
 
     @property
     def base(self) -> str:
-        return f"{PREFIX}:{{{self.gateway}}}"
+        return f"{PREFIX}:{{{partition_tag(self.gateway, self.partition, self.partitions)}}}"
+
+    @property
+    def partition_count(self) -> str:
+        """The partition count the gateway's queue was made with (in partition 0)."""
+        return f"{self.base}:partitions"
 
     @property
     def stream(self) -> str:
@@ -121,3 +138,20 @@ class Keys:
     def rate_booking(self, delivery: str) -> str:
         """A rate-limit slot booked for one delivery (see delivery/rate_limit.py)."""
         return f"{self.base}:ratebooking:{delivery}"
+
+
+@cache
+def partition_tag(gateway: str, partition: int, partitions: int) -> str:
+    """The hash tag of one partition: ``gateway`` for partition 0 (the tag of a gateway
+    without partitions, so its data stays where it is), ``gateway#N`` for the others, with
+    the smallest N whose slot falls in a P-th of the slot space no other partition uses."""
+    if partition == 0:
+        return gateway
+    share = REDIS_CLUSTER_HASH_SLOTS / partitions
+    home = int(key_slot(gateway.encode()) // share)
+    # partition 0 keeps its range; the others take the remaining ones in order
+    wanted = [r for r in range(partitions) if r != home][partition - 1]
+    n = 0
+    while int(key_slot(f"{gateway}#{n}".encode()) // share) != wanted:
+        n += 1
+    return f"{gateway}#{n}"

@@ -229,13 +229,14 @@ class RedisQueue:
                  timeout: float = 5.0, poll_interval: float = 0.5,
                  max_connections: int = 64, consumer: str | None = None,
                  lease_bytes: int = LEASE_BYTES, min_replica_acks: int = 0,
-                 ca_file: str | None = None) -> None:
+                 ca_file: str | None = None, partition: int = 0, partitions: int = 1) -> None:
         self.url = url
         self.ca_file = ca_file
+        self.partitions = partitions
         self.min_replica_acks = min_replica_acks
         # WAIT must give up before the socket does, so its answer arrives
         self._replica_wait = round(timeout * 0.8, 3)
-        self.keys = Keys(gateway)
+        self.keys = Keys(gateway, partition, partitions)
         self.visibility_timeout = visibility_timeout
         self.retention = retention
         self.timeout = timeout
@@ -258,6 +259,7 @@ class RedisQueue:
         self._completions: list[tuple[Delivery, Attempt, asyncio.Future[None]]] = []
         self._closed = True
         self._cluster = False
+        self._interrupted = False
 
     def __repr__(self) -> str:
         return f"RedisQueue({mask_url(self.url)!r}, gateway={self.keys.gateway!r})"
@@ -414,9 +416,36 @@ class RedisQueue:
             await self._call("PING", self._redis.ping)
             await self._call("creating the consumer group", self._create_group)
             await self._call("listing consumers", self._prune_consumers)
+            if self.keys.partition == 0:
+                await self._check_partitions()
         except BaseException:
             await self.close()
             raise
+
+    async def _check_partitions(self) -> None:
+        """Record the partition count on first use; refuse to run with another one, which
+        would leave deliveries in partitions no deliverer reads (or read some twice)."""
+        key = self.keys.partition_count
+        await self._call("recording the partition count", lambda: self._redis.set(
+            key, self.partitions, nx=True))
+        stored: Any = await self._call("reading the partition count",
+                                       lambda: self._redis.get(key))
+        if stored is not None and int(stored) != self.partitions:
+            raise QueueUnavailable(
+                f"the queue of gateway {self.keys.gateway} on {mask_url(self.url)} was made "
+                f"with {int(stored)} partition(s), and spec.queue.partitions is now "
+                f"{self.partitions}: changing it would strand deliveries. Set it back to "
+                f"{int(stored)}, or drain the queue (no backlog, no dead letters you keep), "
+                f"delete the key {key} and start again")
+
+    async def idempotent(self, key: str) -> str | None:
+        """The event id an idempotency key is held by, while it holds."""
+        held: Any = await self._call("reading an idempotency key", lambda: self._redis.get(
+            self.keys.idempotency(key)))
+        if held is None:
+            return None
+        expires, _, event_id = held.decode().partition(" ")
+        return event_id if float(expires) > self._clock() else None
 
     async def _prune_consumers(self) -> None:
         consumers = await self._redis.xinfo_consumers(self.keys.stream, CONSUMER_GROUP)
@@ -490,7 +519,8 @@ class RedisQueue:
         if limit <= 0:
             return []
         deadline = time.monotonic() + max(0.0, wait)
-        while not self._closed:
+        self._interrupted = False
+        while not self._closed and not self._interrupted:
             deliveries: list[Delivery] = []
             if time.monotonic() >= self._next_reclaim:
                 deliveries += await self._deliveries(await self._reclaim(limit))
@@ -513,6 +543,10 @@ class RedisQueue:
             if time.monotonic() >= deadline:
                 break
         return []
+
+    def interrupt(self) -> None:
+        """End a waiting fetch early: it returns (empty) after its current blocking read."""
+        self._interrupted = True
 
     async def _lease(self, limit: int) -> tuple[list[Delivery], float | None]:
         """Promote due retries and lease up to ``limit`` new entries, in one script call;

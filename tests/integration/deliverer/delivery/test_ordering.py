@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 
 from tests.support.gateway import StartGateway
-from tests.support.manifests import endpoint_yaml, subscription_yaml
+from tests.support.manifests import endpoint_yaml, queue_gateway_yaml, subscription_yaml
 from tests.support.process import RUN_OPTIONS, GatewayProcess
 from tests.support.receiver import LoopbackReceiver
 
@@ -95,11 +95,14 @@ async def test_ordered_keys_in_process(start_gateway: StartGateway,
 
 @pytest.mark.redis
 @pytest.mark.slow
+@pytest.mark.parametrize("partitions", [1, 3])
 async def test_ordering_holds_across_two_deliverers_on_redis(
-        tmp_path: Path, redis_url: str, order_receiver: OrderReceiver) -> None:
+        tmp_path: Path, redis_url: str, order_receiver: OrderReceiver, partitions: int) -> None:
+    """Also with the queue in 3 partitions: a key's deliveries stay in one of them."""
     config = tmp_path / "config"
     config.mkdir()
     (config / "m.yaml").write_text(
+        queue_gateway_yaml(redis_url, partitions=partitions) +
         endpoint_yaml("ordered", f"http://127.0.0.1:{order_receiver.port}/in",
                       schedule=HOLDING, extra=ORDERED)
         + subscription_yaml("all", "ordered", '["*"]'))

@@ -25,7 +25,7 @@ from standardwebhooks.webhooks import Webhook
 
 from hookgate.signing import generate_asymmetric_secret, public_key, verify_asymmetric
 from tests.support.gateway import Running, StartGateway
-from tests.support.manifests import SECRET, endpoint_yaml, subscription_yaml
+from tests.support.manifests import SECRET, endpoint_yaml, queue_gateway_yaml, subscription_yaml
 from tests.support.pki import Pki, make_pki
 from tests.support.process import RUN_OPTIONS, GatewayProcess, run_hookgate
 from tests.support.receiver import LoopbackReceiver, Recorder, bound_port
@@ -551,11 +551,14 @@ async def test_rate_limit_in_one_process(start_gateway: StartGateway,
 
 @pytest.mark.redis
 @pytest.mark.slow
+@pytest.mark.parametrize("partitions", [1, 3])
 async def test_rate_limit_holds_across_two_deliverers_sharing_redis(
-        tmp_path: Path, redis_url: str, arrivals: ArrivalReceiver) -> None:
+        tmp_path: Path, redis_url: str, arrivals: ArrivalReceiver, partitions: int) -> None:
+    """Also with the queue in 3 partitions: the limit is gateway-wide, not per partition."""
     config = tmp_path / "config"
     config.mkdir()
     (config / "m.yaml").write_text(
+        queue_gateway_yaml(redis_url, partitions=partitions) +
         endpoint_yaml("limited", f"http://127.0.0.1:{arrivals.port}/in", extra=LIMITED)
         + subscription_yaml("all", "limited", '["*"]'))
     procs = [GatewayProcess(config, tmp_path / f"data{i}", tmp_path / f"gw{i}.log", *RUN_OPTIONS,

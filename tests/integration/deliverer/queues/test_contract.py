@@ -24,6 +24,7 @@ from hookgate.deliverer.queues.base import (
     QueueUnavailable,
     delivery_id,
 )
+from hookgate.deliverer.queues.redis.partitions import PartitionedQueue
 from hookgate.deliverer.queues.redis.queue import RedisQueue
 from hookgate.deliverer.queues.sqlite import SQLiteQueue
 from tests.support.clock import FakeClock
@@ -62,9 +63,13 @@ class Backend:
 
 
 #: Redis, reached each way the queue supports: one server, through Sentinel, over TLS with
-#: an ACL user, and a Redis Cluster.
+#: an ACL user, and a Redis Cluster; and a queue in 3 partitions on one server and on the
+#: cluster (where each lands on its own master).
 REDIS_URLS = {"redis": "redis_url", "sentinel": "redis_sentinel_url", "tls": "redis_tls_url",
-              "cluster": "redis_cluster_url"}
+              "cluster": "redis_cluster_url", "partitioned": "redis_url",
+              "cluster-partitioned": "redis_cluster_url"}
+#: Backends whose gateway queue is spread over 3 partitions (on one server, on the cluster).
+PARTITIONED = {"partitioned": 3, "cluster-partitioned": 3}
 
 
 @pytest.fixture(params=["sqlite", *(pytest.param(name, marks=pytest.mark.redis)
@@ -80,7 +85,12 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     else:
         url = request.getfixturevalue(REDIS_URLS[request.param])
 
+        partitions = PARTITIONED.get(request.param, 1)
+
         def make(visibility_timeout: float = 30.0) -> Queue:
+            if partitions > 1:
+                return PartitionedQueue(url, gateway="shop/default", partitions=partitions,
+                                        visibility_timeout=visibility_timeout, clock=clock)
             return RedisQueue(url, gateway="shop/default", visibility_timeout=visibility_timeout,
                               clock=clock)
     backend = Backend(request.param, clock, make)
@@ -141,11 +151,15 @@ async def test_fan_out_gives_one_delivery_per_endpoint(queue: Queue) -> None:
     assert (await queue.event("evt_1")).endpoints == (A, B, C)  # type: ignore[union-attr]
 
 
-async def test_fetch_is_oldest_first_and_respects_limit(queue: Queue) -> None:
+async def test_fetch_is_oldest_first_and_respects_limit(backend: Backend, queue: Queue) -> None:
     for n in range(1, 6):
         await queue.enqueue(event(n), [A])
     first = await queue.fetch(2, wait=1)
     rest = await take(queue, 3)
+    assert len(first) == 2
+    if backend.name in PARTITIONED:  # oldest first within each partition, not across them
+        assert sorted(d.event.id for d in first + rest) == [f"evt_{n}" for n in range(1, 6)]
+        return
     assert [d.event.id for d in first] == ["evt_1", "evt_2"]
     assert [d.event.id for d in rest] == ["evt_3", "evt_4", "evt_5"]
 

@@ -19,6 +19,7 @@ from hookgate.deliverer.queues.base import (
 from hookgate.deliverer.queues.factory import open_queue
 from hookgate.deliverer.queues.redis.address import mask_url
 from hookgate.deliverer.queues.redis.keys import Keys
+from hookgate.deliverer.queues.redis.partitions import PartitionedQueue
 from hookgate.deliverer.queues.redis.queue import RedisQueue
 from tests.support.ports import loopback_socket, port_of
 from tests.support.queue_records import event, ok
@@ -271,3 +272,44 @@ async def test_a_tls_server_checked_against_a_mounted_ca(redis_tls_url: str) -> 
     assert "the TLS handshake failed (CERTIFICATE_VERIFY_FAILED" in str(refused.value)
     assert "spec.queue.redis.caFrom" in str(refused.value)
     assert "s3cret" not in str(refused.value)
+
+
+# -- partitions ------------------------------------------------------------------------------
+
+
+async def test_a_change_of_the_partition_count_is_refused(redis_url: str) -> None:
+    """Deliveries in partitions no deliverer reads would be stranded: the count is fixed."""
+    first = PartitionedQueue(redis_url, gateway=GATEWAY, partitions=3)
+    await first.open()
+    await first.enqueue(event(1), ["shop/a"])
+    await first.close()
+    for other in (RedisQueue(redis_url, gateway=GATEWAY),
+                  PartitionedQueue(redis_url, gateway=GATEWAY, partitions=2)):
+        with pytest.raises(QueueUnavailable, match="was made with 3 partition"):
+            await other.open()
+    again = PartitionedQueue(redis_url, gateway=GATEWAY, partitions=3)
+    await again.open()
+    try:
+        assert (await again.depth()).ready == 1
+    finally:
+        await again.close()
+
+
+async def test_on_a_cluster_each_partition_has_its_own_master(redis_cluster_url: str) -> None:
+    queue = PartitionedQueue(redis_cluster_url, gateway=GATEWAY, partitions=3)
+    await queue.open()
+    try:
+        await asyncio.gather(*(queue.enqueue(event(n), ["shop/a"]) for n in range(1, 61)))
+        assert (await queue.depth()).ready == 60
+        client = aioredis.RedisCluster.from_url(
+            "redis://" + redis_cluster_url.removeprefix("redis+cluster://").split(",")[0])
+        try:
+            await client.initialize()
+            masters = {client.get_node_from_key(p.keys.stream).name for p in queue.parts}
+            counts = [await client.xlen(p.keys.stream) for p in queue.parts]
+        finally:
+            await client.aclose()
+        assert len(masters) == 3, masters
+        assert all(c > 5 for c in counts), counts  # events spread over all three
+    finally:
+        await queue.close()
