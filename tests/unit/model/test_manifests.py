@@ -152,3 +152,30 @@ def test_endpoints_with_equal_settings_share_one_object_of_each(tmp_path: Path) 
     keys = compiled.signing_keys
     assert keys["default/acme"] == (SECRET,) and keys["default/acme"] is keys["default/acme2"]
     assert compiled.config.subscriptions[0].endpoint is one.key
+
+
+def test_documents_read_as_pyyaml_reads_them_with_the_lines_of_their_fields(
+        tmp_path: Path) -> None:
+    # Plain manifests are built in one walk over the nodes; anchors, merge keys and other
+    # tags are left to PyYAML's constructor. Both must give what yaml.safe_load gives.
+    import yaml
+
+    from hookgate.model.manifests import read_documents
+
+    plain = ("a: {b: [1, 2.5, yes, ~, '3', 0x1f]}\n"
+             "1: int key\n"
+             "c:\n  - d: e\n")
+    anchored = ("x: &x {b: 1}\n"
+                "y: *x\n"
+                "z: {<<: *x, c: 2}\n")
+    tagged = "t: 2001-12-14\nbin: !!binary aGk=\ns: !!str 5\n"
+    text = "---\n".join([plain, anchored, tagged])
+    docs, problems = read_documents(write(tmp_path, "a.yaml", text) / "a.yaml")
+    assert problems == []
+    assert [d.doc for d in docs] == list(yaml.safe_load_all(text))
+    assert dict(docs[0].location.lines) == {
+        "a": 1, "a.b": 1, "a.b[0]": 1, "a.b[1]": 1, "a.b[2]": 1, "a.b[3]": 1, "a.b[4]": 1,
+        "a.b[5]": 1, "1": 2, "c": 3, "c[0]": 4, "c[0].d": 4}
+    assert docs[1].doc["x"] is docs[1].doc["y"]  # an alias stays one object
+    assert docs[1].location.line_of("z.c") == 8
+    assert docs[2].location.line_of("s") == 12
