@@ -12,11 +12,24 @@ _PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
+_DURATION = re.compile(DURATION_PATTERN)
+# Texts already parsed: thousands of endpoints share a few timeouts and schedules.
+_SECONDS: dict[str, float] = {}
+_SECONDS_MAX = 4096
+
+
 def parse_duration(text: str) -> float:
     """Seconds in ``text``; raises ``ValueError`` saying what a duration looks like."""
-    if not isinstance(text, str) or not re.fullmatch(DURATION_PATTERN, text):
+    if type(text) is str:
+        seconds = _SECONDS.get(text)
+        if seconds is not None:
+            return seconds
+    if not isinstance(text, str) or not _DURATION.fullmatch(text):
         raise ValueError(f"{text!r} is not a duration; write it like 500ms, 15s, 5m or 1h30m")
-    return sum(float(n) * _UNIT[u] for n, u in _PART.findall(text))
+    seconds = sum(float(n) * _UNIT[u] for n, u in _PART.findall(text))
+    if type(text) is str and len(_SECONDS) < _SECONDS_MAX:
+        _SECONDS[text] = seconds
+    return seconds
 
 
 def format_duration(seconds: float) -> str:

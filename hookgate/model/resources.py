@@ -155,20 +155,24 @@ class _Reader:
     def get(self, obj: Mapping[str, Any] | None, path: str, kind: type | tuple[type, ...],
             default: Any = None, *, required: bool = False, at: str = "spec") -> Any:
         """``obj[path]`` checked to be of ``kind``; ``at`` is where ``obj`` sits, for messages."""
-        where = f"{at}.{path}" if at else path
         value: Any = obj
-        for part in path.split("."):
-            if not isinstance(value, Mapping) or part not in value:
+        for part in path.split(".") if "." in path else (path,):
+            # a dict first: ABC checks cost a tenth of parsing 20,000 manifests
+            if not (type(value) is dict or isinstance(value, Mapping)) or part not in value:
                 if required:
                     self.problems.append(self.meta.problem(
-                        "required field is missing", field=where, reason="FieldMissing"))
+                        "required field is missing", field=f"{at}.{path}" if at else path,
+                        reason="FieldMissing"))
                 return default
             value = value[part]
         if value is None:
             return default
+        if type(value) is kind or (kind is Mapping and type(value) is dict):
+            return value  # (a bool only where bool is asked for)
         if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _tuple(kind)):
             self.problems.append(self.meta.problem(
-                f"must be {_kind_name(kind)}, got {type(value).__name__}", field=where))
+                f"must be {_kind_name(kind)}, got {type(value).__name__}",
+                field=f"{at}.{path}" if at else path))
             return default
         return value
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from hookgate.model.compiler import compile_config, endpoints_needing_secrets, select_gateway
 from hookgate.model.durations import format_duration, parse_duration
 from hookgate.model.manifests import load_paths
@@ -118,10 +120,14 @@ def test_other_kinds_are_ignored(tmp_path: Path) -> None:
 
 
 def test_durations_round_trip() -> None:
-    for text, seconds in [("500ms", 0.5), ("15s", 15), ("5m", 300), ("1h30m", 5400),
-                          ("0s", 0)]:
-        assert parse_duration(text) == seconds
-        assert parse_duration(format_duration(seconds)) == seconds
+    for _ in range(2):  # parsed texts are remembered: the second round reads them back
+        for text, seconds in [("500ms", 0.5), ("15s", 15), ("5m", 300), ("1h30m", 5400),
+                              ("0s", 0)]:
+            assert parse_duration(text) == seconds
+            assert parse_duration(format_duration(seconds)) == seconds
+        for bad in ("5 m", "", "5", 5):
+            with pytest.raises(ValueError, match="is not a duration"):
+                parse_duration(bad)  # type: ignore[arg-type]
 
 
 def test_field_lines_map_every_path_and_share_one_index_per_shape(tmp_path: Path) -> None:
