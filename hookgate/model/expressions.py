@@ -45,9 +45,14 @@ def _describe_compile_error(expression: str, error: Exception) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=65_536)
 def compile_expression(expression: str) -> cel.Program:
-    """The compiled program, or :class:`ExpressionError` with the position of the mistake."""
+    """The compiled program, or :class:`ExpressionError` with the position of the mistake.
+
+    One program per distinct expression: the compiler checks each one and the Router then
+    asks for the same ones in the same order, so the cache must hold a whole config's (with
+    4,096, a config of 5,000 filters compiled all of them twice, on every load). A program
+    is about 1 KiB, and those of the live config are held by its Router anyway."""
     try:
         return cel.compile(expression)
     except Exception as exc:  # the library's errors share no base class beyond Exception

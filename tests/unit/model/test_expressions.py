@@ -10,7 +10,7 @@ import pytest
 from hookgate.model.compiler import compile_config
 from hookgate.model.expressions import ExpressionError, activation, compile_expression
 from hookgate.model.resources import Location, parse_resource
-from hookgate.model.routing import Router, RoutingConfig
+from hookgate.model.routing import EndpointConfig, Router, RoutingConfig, SubscriptionConfig
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
@@ -129,3 +129,42 @@ def test_the_cel_command_line_is_not_loaded_with_the_evaluator() -> None:
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True, timeout=60).stdout.split()
     assert out == ["3", "False", "False"]
+
+
+def test_one_program_per_distinct_filter_each_evaluated_for_its_subscription() -> None:
+    def sub(name: str, filter_: str) -> SubscriptionConfig:
+        return SubscriptionConfig(f"ns/{name}", f"ns/{name}", ("order.*",), filter=filter_)
+
+    subs = [sub("a", "data.amount > 100"), sub("b", "data.amount > 100"),
+            sub("c", "data.amount > 5")]
+    endpoints = {s.endpoint: EndpointConfig(s.endpoint, "https://x.example", 15, (0,))
+                 for s in subs}
+    router = Router(RoutingConfig("ns/default", endpoints, tuple(subs)))
+    assert router._filters["ns/a"] is router._filters["ns/b"]  # compiled once, shared
+    assert router._filters["ns/a"] is not router._filters["ns/c"]
+    for amount, expected in [(50, ("ns/c",)), (150, ("ns/a", "ns/b", "ns/c")), (1, ())]:
+        route = router.route("order.x", None, variables("order.x", {"amount": amount}))
+        assert route.endpoints == expected
+
+
+def test_the_router_reuses_the_programs_the_compiler_compiled() -> None:
+    # More distinct filters than the 4,096 programs once cached: none compiled twice.
+    n = 5000
+    docs = [{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+             "stringData": {"secret": SECRET}}]
+    for i in range(n):
+        docs.append({"apiVersion": "hookgate.io/v1alpha1", "kind": "WebhookEndpoint",
+                     "metadata": {"name": f"ep{i}"},
+                     "spec": {"url": "https://x.example", "secretRef": {"name": "s"}}})
+        docs.append({"apiVersion": "hookgate.io/v1alpha1", "kind": "Subscription",
+                     "metadata": {"name": f"s{i}"},
+                     "spec": {"endpointRef": {"name": f"ep{i}"}, "eventTypes": ["order.*"],
+                              "filter": f"data.amount > {i} && data.unique == {n + i}"}})
+    compiled = compile_config([parse_resource(d) for d in docs], "default/default")
+    assert compiled.problems == ()
+    before = compile_expression.cache_info()
+    router = Router(compiled.config)
+    after = compile_expression.cache_info()
+    assert (after.misses - before.misses, after.hits - before.hits) == (0, n)
+    route = router.route("order.x", None, variables("order.x", {"amount": 3, "unique": n + 2}))
+    assert route.endpoints == ("default/ep2",)
