@@ -230,9 +230,18 @@ def start_redis_cluster(binary: str, directory: Path, timeout: float = 60.0) -> 
         subprocess.run([cli, "--cluster", "create",
                         *(f"127.0.0.1:{n.port}" for n in nodes), "--cluster-replicas", "1",
                         "--cluster-yes"], check=True, capture_output=True, timeout=timeout)
-        wait_for_blocking(lambda: all(b"cluster_state:ok" in _ask(n.port, b"CLUSTER INFO\r\n")
-                                      for n in nodes), timeout=timeout, interval=0.1,
-                          what="the Redis Cluster to be ok on every node")
+        def formed() -> bool:
+            if not all(b"cluster_state:ok" in _ask(n.port, b"CLUSTER INFO\r\n")
+                       and _ask(n.port, b"CLUSTER NODES\r\n").count(b"slave") == 3
+                       for n in nodes):
+                return False
+            replication = [_ask(n.port, b"INFO replication\r\n") for n in nodes]
+            # a replica that never synced cannot take over (cluster-replica-validity-factor)
+            return sum(b"master_link_status:up" in r for r in replication) == 3
+
+        wait_for_blocking(formed, timeout=timeout, interval=0.1,
+                          what="every node to see the cluster ok, each master with a synced "
+                               "replica")
     except BaseException:
         made.stop()
         raise

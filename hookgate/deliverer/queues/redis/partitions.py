@@ -10,8 +10,10 @@ count.
 Where a delivery goes (:func:`place`): a delivery with an ordering key goes to the partition
 its (endpoint, key) hashes to, so a sequence stays in one partition and its order holds; the
 others go to the event's home partition: the one its Idempotency-Key hashes to (a retried
-request meets its original there), else the one its (random) event id hashes to. An event
-whose deliveries go to several partitions is stored in each of them; the home partition is
+request meets its original there), else the one its (random) event id hashes to; such an
+event (no key, no ordering) goes to the next partition when its home is unreachable, so a
+failing master costs no refusals. An event whose deliveries go to several partitions is
+stored in each of them; the home partition is
 written last, after its idempotency key was checked, so a crash in between leaves at worst
 deliveries made twice, never an acknowledged event without them.
 
@@ -140,8 +142,10 @@ class PartitionedQueue:
 
         if set(groups) <= {home}:  # the common case: one atomic write
             eps = groups.get(home, [])
-            return await self.parts[home].enqueue(event, eps, idempotency_ttl=idempotency_ttl,
-                                                  ordering_keys=keys_of(eps))
+            if event.idempotency_key is not None or okeys:
+                return await self.parts[home].enqueue(
+                    event, eps, idempotency_ttl=idempotency_ttl, ordering_keys=keys_of(eps))
+            return await self._enqueue_anywhere(event, eps, home)
         if event.idempotency_key is not None:
             original = await self.parts[home].idempotent(event.idempotency_key)
             if original is not None:
@@ -153,6 +157,20 @@ class PartitionedQueue:
         eps = groups.get(home, [])
         return await self.parts[home].enqueue(event, eps, idempotency_ttl=idempotency_ttl,
                                               ordering_keys=keys_of(eps))
+
+    async def _enqueue_anywhere(self, event: Event, endpoints: list[str], home: int
+                                ) -> tuple[str, bool]:
+        """An event with no idempotency key and no ordering may go to any partition: when its
+        home is away (its master failing over), the next one takes it."""
+        first: QueueUnavailable | None = None
+        n = len(self.parts)
+        for p in [(home + i) % n for i in range(n)]:
+            try:
+                return await self.parts[p].enqueue(event, endpoints)
+            except QueueUnavailable as exc:
+                first = first or exc
+        assert first is not None
+        raise first
 
     async def fetch(self, limit: int, wait: float) -> list[Delivery]:
         if limit <= 0:
