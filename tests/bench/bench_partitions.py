@@ -347,8 +347,12 @@ class Runner:
                         "top": sorted(((k, v["calls"]) for k, v in s.items()),
                                       key=lambda kv: -kv[1])[:6]}
             for port, s in stats.items()}
+        scripts = sum(c["calls"] for st in stats.values() for k, c in st.items()
+                      if k in ("evalsha", "eval", "fcall", "evalsha_ro", "eval_ro"))
         if lines:
+            # commands run inside scripts are counted too (INFO commandstats does)
             out["redis_calls_per_1000"] = round(sum(calls.values()) / len(lines) * 1000, 1)
+            out["script_calls_per_1000"] = round(scripts / len(lines) * 1000, 1)
             out["redis_usec_per_delivery"] = round(sum(usec.values()) / len(lines), 2)
         log(f"drain {topo.key} P={partitions}: {out.get('rps', 0):.0f}/s, gateway CPU "
             f"{out.get('gateway_cpu_util', 0):.2f} ({out.get('gateway_cpu_s_per_1000', 0):.3f} "
@@ -432,6 +436,7 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "redis_master_cpu_s_per_1000": col(d, "redis_master_cpu_s_per_1000"),
                 "max_master_cpu_util": col(d, lambda r: max(r.get("per_master_cpu_util") or [0])),
                 "redis_calls_per_1000": col(d, "redis_calls_per_1000"),
+                "script_calls_per_1000": col(d, "script_calls_per_1000"),
                 "other_cpu_util": col(d, "other_cpu_util"),
                 "steal_util": col(d, "steal_util"),
                 "p50_ms": col(lat, lambda r: r["latency"].get("p50_ms")),
