@@ -122,6 +122,13 @@ def _root_reason(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
+def _broken_connection(error: BaseException) -> bool:
+    """Whether a RuntimeError or AttributeError is the client meeting a closed socket."""
+    text = str(error)
+    return ("handler is closed" in text or "transport" in text.lower()
+            or "'NoneType' object has no attribute 'write" in text)
+
+
 def _tls_error(error: BaseException) -> ssl.SSLError | None:
     """The TLS error in an exception chain, if there is one."""
     seen: BaseException | None = error
@@ -260,6 +267,7 @@ class RedisQueue:
         self._closed = True
         self._cluster = False
         self._interrupted = False
+        self._direct: dict[str, aioredis.Redis] = {}  # cluster masters, by node name
 
     def __repr__(self) -> str:
         return f"RedisQueue({mask_url(self.url)!r}, gateway={self.keys.gateway!r})"
@@ -300,6 +308,15 @@ class RedisQueue:
                 return await action()
         except (RedisError, RedisClusterException, OSError) as e:
             raise QueueUnavailable(describe_redis_error(self.url, what, e, self.timeout)) from e
+        except (RuntimeError, AttributeError) as e:
+            # The cluster client, mid-failover, can write to a connection whose transport the
+            # dead node closed ("the handler is closed", or a writer already gone): that is a
+            # lost connection, not a bug of the caller; the next call reconnects.
+            if not _broken_connection(e):
+                raise
+            raise QueueUnavailable(
+                f"Redis at {mask_url(self.url)}: the connection broke while {what} "
+                f"({type(e).__name__}: {e}); trying again reconnects") from e
 
     def _registered(self, source: str) -> AsyncScript:
         script = self._scripts.get(source)
@@ -360,13 +377,20 @@ class RedisQueue:
 
     async def _pipeline(self, batch: list[_Call], replicated: bool) -> list[Any]:
         """The batch's scripts in one pipeline; with ``replicated``, then ``WAIT``, whose
-        shortfall fails the replicated calls. A Redis Cluster client pipelines no scripts:
-        there they are sent concurrently, one round trip each."""
+        shortfall fails the replicated calls.
+
+        A Redis Cluster client pipelines no scripts: there they are sent concurrently, one
+        round trip each, and a replicated batch goes through a plain connection to the
+        master that serves this queue's hash tag (all its keys share it), where the
+        pipeline and its ``WAIT`` run as on one server."""
+        client: Any = self._redis
         if self._cluster:
-            return list(await asyncio.gather(*(script(keys=keys, args=args)
-                                               for script, keys, args, *_ in batch),
-                                             return_exceptions=True))
-        async with self._redis.pipeline(transaction=False) as pipe:
+            if not replicated:
+                return list(await asyncio.gather(*(script(keys=keys, args=args)
+                                                   for script, keys, args, *_ in batch),
+                                                 return_exceptions=True))
+            client = self._master_of_tag()
+        async with client.pipeline(transaction=False) as pipe:
             for script, keys, args, *_ in batch:
                 pipe.evalsha(script.sha, len(keys), *keys, *args)
             if replicated:
@@ -386,6 +410,20 @@ class RedisQueue:
                        else result for call, result in zip(batch, results, strict=True)]
         return results
 
+    def _master_of_tag(self) -> aioredis.Redis:
+        """A plain client of the cluster master that serves this queue's slot now (the
+        cluster client learns of a failover from its MOVED answers and says so here)."""
+        node = self._redis.get_node_from_key(self.keys.stream)  # type: ignore[attr-defined]
+        direct = self._direct.get(node.name)
+        if direct is None:
+            address = self._address()
+            kwargs: dict[str, Any] = {"ssl": True, **address.ssl_options} if address.tls else {}
+            direct = self._direct[node.name] = aioredis.Redis(
+                host=node.host, port=node.port, username=address.username,
+                password=address.password, socket_timeout=self.timeout,
+                socket_connect_timeout=self.timeout, decode_responses=False, **kwargs)
+        return direct
+
     async def _create_group(self) -> None:
         try:
             await self._redis.xgroup_create(self.keys.stream, CONSUMER_GROUP, id="0",
@@ -400,13 +438,7 @@ class RedisQueue:
         """Connect, check Redis answers, join the consumer group, prune long-gone consumers."""
         if not self._closed:
             return
-        address = self._address()
-        self._cluster = address.kind is Kind.CLUSTER
-        if self._cluster and self.min_replica_acks:
-            raise QueueUnavailable(
-                f"Redis URL {address.masked}: minReplicaAcks is not supported on Redis Cluster "
-                "yet (its client cannot send WAIT on the connection that wrote); set it to 0 "
-                "or reach the cluster's data through Sentinel")
+        self._cluster = self._address().kind is Kind.CLUSTER
         self._client = self._connect(self.timeout, self.max_connections)
         self._scripts.clear()
         self._reader = self._connect(  # one connection, only for blocking reads
@@ -477,10 +509,11 @@ class RedisQueue:
                          describe_redis_error(self.url, "XGROUP DELCONSUMER", e, self.timeout))
             finally:
                 self._closed = True
-                for client in (self._client, self._reader):
+                for client in (self._client, self._reader, *self._direct.values()):
                     if client is not None:
                         await client.aclose()
                 self._client = self._reader = None
+                self._direct = {}
 
     # -- the Queue interface --------------------------------------------------------------
 
