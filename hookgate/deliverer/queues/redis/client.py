@@ -1,9 +1,10 @@
 """Connecting to a gateway's Redis, whichever way it is reached (see
 :mod:`~hookgate.deliverer.queues.redis.address`).
 
-Every form gives a ``redis.asyncio.Redis`` whose pool blocks when all its connections are in
-use: with hundreds of deliveries in flight, callers queue for one of ``max_connections``
-sockets instead of failing with "Too many connections". A pooled connection that broke (a
+Every form gives a ``redis.asyncio.Redis`` with at most ``max_connections`` calls under way:
+with hundreds of deliveries in flight, callers queue for one instead of failing with "Too many
+connections" (a blocking pool for one server and Sentinel; for a cluster, whose client raises
+instead, the queue bounds its concurrent calls itself). A pooled connection that broke (a
 restart, an idle timeout, a failover) is retried once at once; running a queue script twice
 is harmless (each checks its lease or event first). Timeouts are not retried: a slow Redis
 must surface within ``timeout``.
@@ -67,8 +68,11 @@ def connect(address: RedisAddress, *, max_connections: int, timeout: float,
             max_connections=max_connections, timeout=timeout, db=address.db,
             username=address.username, password=address.password, **options)
         return master
+    # The cluster client does not wait for a free connection: past max_connections to a node
+    # it raises. The queue bounds its own concurrent calls to max_connections instead
+    # (RedisQueue._slots), and the client gets room above that for the few direct commands.
     cluster = RedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in address.hosts],
-        max_connections=max_connections, username=address.username,
+        max_connections=max_connections * 4, username=address.username,
         password=address.password, ssl=address.tls, **common)
     return cast(aioredis.Redis, cluster)  # the same commands; the queue's keys share one slot

@@ -268,6 +268,7 @@ class RedisQueue:
         self._cluster = False
         self._interrupted = False
         self._direct: dict[str, aioredis.Redis] = {}  # cluster masters, by node name
+        self._slots = asyncio.Semaphore(max_connections)  # cluster: calls under way
 
     def __repr__(self) -> str:
         return f"RedisQueue({mask_url(self.url)!r}, gateway={self.keys.gateway!r})"
@@ -386,7 +387,11 @@ class RedisQueue:
         client: Any = self._redis
         if self._cluster:
             if not replicated:
-                return list(await asyncio.gather(*(script(keys=keys, args=args)
+                async def one(script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+                    async with self._slots:  # the cluster client raises past its limit
+                        return await script(keys=keys, args=args)
+
+                return list(await asyncio.gather(*(one(script, keys, args)
                                                    for script, keys, args, *_ in batch),
                                                  return_exceptions=True))
             client = self._master_of_tag()

@@ -311,3 +311,19 @@ async def test_on_a_cluster_each_partition_has_its_own_master(redis_cluster_url:
         assert all(c > 5 for c in counts), counts  # events spread over all three
     finally:
         await queue.close()
+
+
+@pytest.mark.parametrize("url", ["redis_url", "redis_cluster_url"])
+async def test_many_calls_at_once_wait_for_a_connection(
+        url: str, request: pytest.FixtureRequest) -> None:
+    """More calls at once than connections: they queue for one (the cluster client alone
+    would refuse the 65th with MaxConnectionsError)."""
+    queue = RedisQueue(request.getfixturevalue(url), gateway=GATEWAY, max_connections=8)
+    await queue.open()
+    try:
+        done = await asyncio.gather(*(queue.enqueue(event(n), ["shop/a"])
+                                      for n in range(1, 201)))
+        assert all(created for _, created in done)
+        assert (await queue.depth()).ready == 200
+    finally:
+        await queue.close()
