@@ -327,3 +327,28 @@ async def test_many_calls_at_once_wait_for_a_connection(
         assert (await queue.depth()).ready == 200
     finally:
         await queue.close()
+
+
+async def test_a_busy_partition_does_not_starve_a_quiet_one(redis_url: str) -> None:
+    """300 deliveries wait in partition 0 and 3 in partition 2: small fetches still bring the
+    three within the first few, because each fetch starts at the next partition."""
+    from hookgate.deliverer.queues.redis.partitions import _hash
+
+    def key_for(partition: int, n: int) -> str:
+        return next(k for i in range(10_000)
+                    if _hash(k := f"k{n}-{i}", 3) == partition)
+
+    queue = PartitionedQueue(redis_url, gateway=GATEWAY, partitions=3)
+    await queue.open()
+    try:
+        await asyncio.gather(*(queue.enqueue(event(n, key_for(0, n)), ["shop/a"])
+                               for n in range(1, 301)))
+        await asyncio.gather(*(queue.enqueue(event(n, key_for(2, n)), ["shop/a"])
+                               for n in range(301, 304)))
+        seen: list[int] = []
+        for _ in range(6):
+            got = await queue.fetch(5, wait=1)
+            seen += [int(d.event.id.removeprefix("evt_")) for d in got]
+        assert {301, 302, 303} <= set(seen), seen  # within 30 of 303 deliveries
+    finally:
+        await queue.close()
