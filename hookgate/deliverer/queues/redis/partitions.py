@@ -84,6 +84,7 @@ class PartitionedQueue:
         self._fetches: dict[int, asyncio.Task[list[Delivery]]] = {}
         self._first = 0  # the partition fetch looks at first
         self._closing = False
+        self._away: set[int] = set()  # partitions whose last read failed (logged once)
 
     def __repr__(self) -> str:
         return f"PartitionedQueue({self.shared!r}, partitions={len(self.parts)})"
@@ -178,7 +179,7 @@ class PartitionedQueue:
         n = len(self.parts)
         order = [(self._first + i) % n for i in range(n)]
         self._first = (self._first + 1) % n
-        out, errors = self._collect(order)
+        out, errors, answered = self._collect(order)
         for p in order:  # what is ready now, in turn
             if len(out) >= limit or self._closing:
                 break
@@ -186,28 +187,41 @@ class PartitionedQueue:
                 continue
             try:
                 out += self._own(p, await self.parts[p].fetch(limit - len(out), wait=0))
+                answered.add(p)
             except QueueUnavailable as exc:
-                errors.append(exc)
+                errors[p] = exc
         if not out and wait > 0 and not self._closing:  # nothing: wait on all at once
             share = max(1, limit // n)
             for p in order:
-                if p not in self._fetches:
+                if p not in self._fetches and p not in errors:
                     self._fetches[p] = asyncio.create_task(
                         self.parts[p].fetch(share, wait), name=f"fetch-partition-{p}")
-            await asyncio.wait(self._fetches.values(), return_when=asyncio.FIRST_COMPLETED)
-            more, failed = self._collect(order)
-            out += more
-            errors += failed
-        if not out and errors and not self._closing:
-            raise errors[0]
-        for error in errors:  # one partition away: the others go on delivering
-            log.warning("a partition of the queue could not be read: %s", error)
+            while not out and self._fetches:  # a partition that fails does not end the wait
+                await asyncio.wait(self._fetches.values(),
+                                   return_when=asyncio.FIRST_COMPLETED)
+                more, failed, ok = self._collect(order)
+                out += more
+                errors.update(failed)
+                answered |= ok
+        if not out and len(errors) == n and not self._closing:
+            raise next(iter(errors.values()))  # every partition away: the dispatcher backs off
+        for p, error in errors.items():  # one partition away: the others go on delivering
+            if p not in self._away:
+                log.warning("partition %d of the queue cannot be read (%s); delivering from "
+                            "the others meanwhile", p, error)
+                self._away.add(p)
+        for p in self._away & answered:
+            log.info("partition %d of the queue can be read again", p)
+            self._away.discard(p)
         return out
 
-    def _collect(self, order: list[int]) -> tuple[list[Delivery], list[BaseException]]:
-        """The results of the waiting fetches that ended."""
+    def _collect(self, order: list[int]
+                 ) -> tuple[list[Delivery], dict[int, BaseException], set[int]]:
+        """The results of the waiting fetches that ended: deliveries, the partitions that
+        failed, the partitions that answered."""
         out: list[Delivery] = []
-        errors: list[BaseException] = []
+        errors: dict[int, BaseException] = {}
+        answered: set[int] = set()
         for p in order:
             task = self._fetches.get(p)
             if task is None or not task.done():
@@ -215,10 +229,11 @@ class PartitionedQueue:
             del self._fetches[p]
             error = task.exception()
             if error is not None:
-                errors.append(error)
+                errors[p] = error
             else:
                 out += self._own(p, task.result())
-        return out, errors
+                answered.add(p)
+        return out, errors, answered
 
     def _own(self, p: int, deliveries: list[Delivery]) -> list[Delivery]:
         for d in deliveries:
