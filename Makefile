@@ -121,7 +121,7 @@ lint-chart: ## helm lint (default and all-features values); generated files up t
 # --- benchmarks (docs/benchmarks.md; code in tests/bench/, never collected by pytest) ------
 BENCH_QUICK_OUT ?= build/bench
 
-.PHONY: bench bench-quick bench-deps
+.PHONY: bench bench-quick bench-deps bench-startup
 
 bench-deps: venv ## nginx-light (the benchmarks' sink) and redis-server; without nginx a slower Python sink is used
 	@command -v redis-server >/dev/null || $(MAKE) system-deps
@@ -137,3 +137,7 @@ bench-quick: bench-deps ## the same measurements, smaller, in under two minutes;
 	@[ -f $(BENCH_QUICK_OUT)/benchmarks.md ] || cp docs/benchmarks.md $(BENCH_QUICK_OUT)/ 2>/dev/null || true
 	timeout 300 $(BIN)/python tests/bench/bench_run.py --profile quick \
 	  --out-json $(BENCH_QUICK_OUT)/benchmarks.json --out-md $(BENCH_QUICK_OUT)/benchmarks.md
+
+bench-startup: venv ## hookgate validate/load/ready/reload with 10,000 endpoints + subscriptions, 3 runs (a few minutes)
+	@mkdir -p $(BENCH_QUICK_OUT)
+	timeout 900 $(BIN)/python tests/bench/bench_startup.py --out-json $(BENCH_QUICK_OUT)/startup.json
