@@ -94,6 +94,11 @@ def _documents(path: Path, problems: list[Problem], shapes: _Shapes
         problems.append(Problem(f"invalid YAML: {getattr(exc, 'problem', None) or exc}",
                                 reason="InvalidYAML", hint="fix the syntax at that line",
                                 file=str(path), line=mark.line + 1 if mark else None))
+    except RecursionError:  # an anchor that contains its own alias, or nesting past reason
+        problems.append(Problem(
+            "invalid YAML: a value refers to itself (an anchor used inside its own value) or "
+            "is nested too deeply", reason="InvalidYAML",
+            hint="expand the alias, or flatten the structure", file=str(path)))
     finally:
         loader.dispose()
 

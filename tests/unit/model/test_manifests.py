@@ -105,6 +105,13 @@ def test_yaml_syntax_errors_carry_the_line(tmp_path: Path) -> None:
     assert problem.reason == "InvalidYAML" and problem.line is not None
 
 
+def test_an_anchor_inside_its_own_value_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    text = "apiVersion: v1\nkind: Secret\nmetadata: {name: x}\nstringData: &r {b: *r}\n"
+    _, problems = load_paths([write(tmp_path, "self.yaml", text)])
+    (problem,) = problems
+    assert problem.reason == "InvalidYAML" and "refers to itself" in problem.message
+
+
 def test_duplicates_and_bad_durations_are_reported(tmp_path: Path) -> None:
     write(tmp_path, "a.yaml", ENDPOINT)
     _, problems = load_paths([write(tmp_path, "b.yaml", ENDPOINT)])
