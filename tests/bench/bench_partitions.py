@@ -23,8 +23,10 @@ partition count comes from a WebhookGateway manifest in ``--config``
 The four configurations run in alternating order (ABBA: one node P1, P4, cluster P1, P4,
 then backwards) for ``--rounds`` rounds, so drift of the machine hits every one alike; the
 report gives medians and the range. Before each round the harness waits (at most
-``--max-wait`` s) for the 1-minute load to fall below ``--quiet-load``. Bounded in count and
-time; loopback only. Not a test: never collected by pytest.
+``--max-wait`` s) for the 1-minute load to fall below ``--quiet-load``, and says so when it
+gives up (``round_started_quiet`` in the results); the CPU of other work during each drain is
+printed under the table. Bounded in count and time; loopback only. Not a test: never
+collected by pytest.
 """
 
 from __future__ import annotations
@@ -389,11 +391,18 @@ class Runner:
 
 # -- rounds and the report -----------------------------------------------------------------
 
-def wait_quiet(limit: float, max_wait: float) -> list[float]:
+def wait_quiet(limit: float, max_wait: float) -> tuple[list[float], bool]:
+    """The load average once the 1-minute load is below ``limit`` (or ``max_wait`` passed),
+    and whether it got there."""
     deadline = time.monotonic() + max_wait
     while os.getloadavg()[0] > limit and time.monotonic() < deadline:
         time.sleep(5)  # the load of other work on a shared machine: nothing to wait on
-    return loadavg()
+    load = loadavg()
+    quiet = load[0] <= limit
+    if not quiet:
+        log(f"the 1-minute load is still {load[0]} > {limit} after {max_wait:g} s: the round "
+            "runs anyway and shares the cores with other work (see other_cpu_util)")
+    return load, quiet
 
 
 def spread(values: Sequence[float]) -> dict[str, float]:
@@ -518,11 +527,12 @@ def main(argv: list[str] | None = None) -> int:
             runner = Runner(bench, sink, workdir, args.events, args.rate, args.seconds)
             configs = [(t, n) for t in kinds for n in args.partitions]
             for r in range(args.rounds):
-                load = wait_quiet(args.quiet_load, args.max_wait)
+                load, quiet = wait_quiet(args.quiet_load, args.max_wait)
                 log(f"round {r + 1}/{args.rounds}, load average {load}")
                 for t, n in (configs if r % 2 == 0 else configs[::-1]):
                     tag = f"{t}-p{n}-r{r}"
                     run: dict[str, Any] = {"round": r, "topology": t, "partitions": n,
+                                           "round_started_quiet": quiet,
                                            "load_before": loadavg()}
                     try:  # a failure is a finding: recorded, and the other runs go on
                         run["drain"] = runner.drain(topologies[t], n, tag)
@@ -542,6 +552,13 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
     print(table(results["summary"], args.rate))
+    for s in results["summary"]:
+        if s["rounds"]:
+            print(f"  {s['topology']} P={s['partitions']}: other work {fmt(s['other_cpu_util'], 2)}"
+                  f" cores, steal {fmt(s['steal_util'], 3)} during the drains")
+    unquiet = sorted({r["round"] + 1 for r in results["runs"] if not r["round_started_quiet"]})
+    if unquiet:
+        print(f"  rounds {unquiet} started above --quiet-load {args.quiet_load:g}")
     problems = sum(s["problems"] for s in results["summary"])
     log(f"wrote {args.out} after {results['elapsed_s']}s; problems seen: {problems}")
     return 1 if problems else 0
