@@ -20,6 +20,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from hookgate.deliverer.queues.redis.keys import Keys
+from tests.support.load import offer_events
 from tests.support.manifests import endpoint_yaml, queue_gateway_yaml, subscription_yaml
 from tests.support.process import RUN_OPTIONS, GatewayProcess
 from tests.support.receiver import Recorder
@@ -63,28 +64,12 @@ async def test_a_killed_master_of_one_partition_is_replaced_and_delivery_goes_on
         gateway = GatewayProcess(config, tmp_path / "data", tmp_path / "gw.log", *RUN_OPTIONS,
                                  queue=cluster.url)
         victim_key = Keys(GATEWAY, 1, 3).stream  # partition 1's master is the one to die
-        acknowledged: list[str] = []
-        refused = 0
-        killed_at = 0.0
         promoted_at = 0.0
-        kill_index = 0
+        failover: list[asyncio.Task[None]] = []
         async with aiohttp.ClientSession() as http:
             await gateway.start(http)
             try:
-                async def send(n: int) -> None:
-                    nonlocal refused
-                    try:
-                        async with http.post(gateway.url + "/v1/events", json={
-                                "type": "tick", "data": {"n": n}}) as resp:
-                            if resp.status == 202:
-                                acknowledged.append((await resp.json())["id"])
-                            else:
-                                assert resp.status == 503, await resp.text()
-                                refused += 1
-                    except aiohttp.ClientError:
-                        refused += 1
-
-                async def fail_over(old: RedisServer) -> None:
+                async def fail_over(old: RedisServer, killed_at: float) -> None:
                     nonlocal promoted_at
                     while time.monotonic() - killed_at < 60:
                         if await owner_of(cluster.url, victim_key) not in (None, old.port):
@@ -93,30 +78,20 @@ async def test_a_killed_master_of_one_partition_is_replaced_and_delivery_goes_on
                         await asyncio.sleep(0.1)  # polling the cluster, which we do not drive
                     await asyncio.to_thread(old.start)  # as a pod restarts: now a replica
 
-                tasks: set[asyncio.Task[None]] = set()
-                failover: asyncio.Task[None] | None = None
-                started = time.monotonic()
-                for n in range(EVENTS):
-                    if time.monotonic() - started > 60:
-                        break  # bounded in time as well as in count
-                    task = asyncio.create_task(send(n))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                    if failover is None and len(acknowledged) >= KILL_AFTER:
-                        port = await owner_of(cluster.url, victim_key)
-                        old = next(node for node in cluster.nodes if node.port == port)
-                        old.stop(kill=True)
-                        killed_at = time.monotonic()
-                        kill_index = len(acknowledged)
-                        failover = asyncio.create_task(fail_over(old))
-                    await asyncio.sleep(1 / RATE)  # pacing the offered load, not a wait
-                await asyncio.gather(*tasks)
-                assert failover is not None, f"only {len(acknowledged)} acknowledged"
-                await failover
+                async def kill_master() -> None:
+                    port = await owner_of(cluster.url, victim_key)
+                    old = next(node for node in cluster.nodes if node.port == port)
+                    old.stop(kill=True)
+                    failover.append(asyncio.create_task(fail_over(old, time.monotonic())))
+
+                load = await offer_events(http, gateway.url, events=EVENTS, rate=RATE,
+                                          seconds=60, act_after=KILL_AFTER, act=kill_master)
+                assert failover, f"only {len(load.acknowledged)} acknowledged"
+                await failover[0]
                 assert promoted_at, "no replica took over the killed master's slots"
-                wanted = set(acknowledged)
+                wanted = set(load.acknowledged)
                 # acknowledged after the kill: by masters alive then, so none may be lost
-                after = set(acknowledged[kill_index:])
+                after = load.after_mark
                 await receiver.wait_for(lambda r: after <= {x.webhook_id for x in r},
                                         timeout=120, what=f"the {len(after)} events "
                                         "acknowledged after the kill to be delivered")
@@ -125,8 +100,8 @@ async def test_a_killed_master_of_one_partition_is_replaced_and_delivery_goes_on
         ids = [r.webhook_id for r in receiver.received]
         lost = wanted - set(ids)
         print(f"\ncluster failover of one partition's master under {RATE}/s offered: "
-              f"{len(acknowledged)} acknowledged ({len(after)} after the kill), {refused} "
-              f"refused; replica promoted {promoted_at - killed_at:.1f}s after kill -9; "
+              f"{len(wanted)} acknowledged ({len(after)} after the kill), {load.refused} "
+              f"refused; replica promoted {promoted_at - load.marked_at:.1f}s after kill -9; "
               f"{len(lost)} acknowledged not delivered, {len(ids) - len(set(ids))} "
               "delivered twice")
         assert after and not after - set(ids)  # went on without a restart

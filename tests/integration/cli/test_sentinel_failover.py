@@ -19,6 +19,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.support.load import offer_events
 from tests.support.manifests import endpoint_yaml, subscription_yaml
 from tests.support.process import RUN_OPTIONS, GatewayProcess
 from tests.support.receiver import Recorder
@@ -50,27 +51,11 @@ async def test_a_master_killed_under_load_loses_no_acknowledged_event(
             + subscription_yaml("all", "sink", '["*"]'))
         gateway = GatewayProcess(config, tmp_path / "data", tmp_path / "gw.log", *RUN_OPTIONS,
                                  queue=redis.url)
-        acknowledged: list[str] = []
-        refused = 0
-        killed_at = recovered_at = promoted_at = 0.0
+        promoted_at = 0.0
+        failover: list[asyncio.Task[None]] = []
         async with aiohttp.ClientSession() as http:
             await gateway.start(http)
             try:
-                async def send(n: int) -> None:
-                    nonlocal refused, recovered_at
-                    try:
-                        async with http.post(gateway.url + "/v1/events", json={
-                                "type": "tick", "data": {"n": n}}) as resp:
-                            if resp.status == 202:
-                                acknowledged.append((await resp.json())["id"])
-                                if killed_at and not recovered_at:
-                                    recovered_at = time.monotonic()
-                            else:
-                                assert resp.status == 503, await resp.text()
-                                refused += 1
-                    except aiohttp.ClientError:
-                        refused += 1
-
                 async def restart_as_replica(old: RedisServer) -> None:
                     nonlocal promoted_at
                     await asyncio.to_thread(
@@ -79,29 +64,19 @@ async def test_a_master_killed_under_load_loses_no_acknowledged_event(
                     promoted_at = time.monotonic()
                     await asyncio.to_thread(old.start)  # as a pod restarts: now a replica
 
-                failover: asyncio.Task[None] | None = None
-                tasks: set[asyncio.Task[None]] = set()
-                started = time.monotonic()
-                for n in range(EVENTS):
-                    if n % RATE == 0 and time.monotonic() - started > 60:
-                        break  # bounded in time as well as in count
-                    task = asyncio.create_task(send(n))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                    if not killed_at and len(acknowledged) >= KILL_AFTER:
-                        old = redis.nodes[0] if redis.master_port() == redis.nodes[0].port \
-                            else redis.nodes[1]
-                        old.stop(kill=True)  # kill -9: no shutdown, no final sync
-                        killed_at = time.monotonic()
-                        failover = asyncio.create_task(restart_as_replica(old))
-                    await asyncio.sleep(1 / RATE)  # pacing the offered load, not a wait
-                await asyncio.gather(*tasks)
-                assert failover is not None, f"only {len(acknowledged)} acknowledged"
-                await failover
-                assert killed_at, f"only {len(acknowledged)} events were acknowledged"
-                assert recovered_at, "no event was acknowledged after the failover"
-                wanted = set(acknowledged)
+                async def kill_master() -> None:
+                    old = redis.nodes[0] if redis.master_port() == redis.nodes[0].port \
+                        else redis.nodes[1]
+                    old.stop(kill=True)  # kill -9: no shutdown, no final sync
+                    failover.append(asyncio.create_task(restart_as_replica(old)))
 
+                load = await offer_events(http, gateway.url, events=EVENTS, rate=RATE,
+                                          seconds=60, act_after=KILL_AFTER, act=kill_master)
+                assert failover, f"only {len(load.acknowledged)} events were acknowledged"
+                await failover[0]
+                recovered = load.recovered_in
+                assert recovered is not None, "no event was acknowledged after the failover"
+                wanted = set(load.acknowledged)
                 await receiver.wait_for(
                     lambda got: wanted <= {r.webhook_id for r in got}, timeout=120,
                     what=f"all {len(wanted)} acknowledged events to be delivered")
@@ -110,10 +85,10 @@ async def test_a_master_killed_under_load_loses_no_acknowledged_event(
         ids = [r.webhook_id for r in receiver.received]
         lost = wanted - set(ids)
         duplicates = len(ids) - len(set(ids))
-        print(f"\nSentinel failover under {RATE}/s offered: {len(acknowledged)} acknowledged, "
-              f"{refused} refused (503) while the master was away; replica promoted "
-              f"{promoted_at - killed_at:.1f}s and events acknowledged again "
-              f"{recovered_at - killed_at:.1f}s after kill -9; {len(lost)} lost, "
+        print(f"\nSentinel failover under {RATE}/s offered: {len(wanted)} acknowledged, "
+              f"{load.refused} refused (503) while the master was away; replica promoted "
+              f"{promoted_at - load.marked_at:.1f}s and events acknowledged again "
+              f"{recovered:.1f}s after kill -9; {len(lost)} lost, "
               f"{duplicates} delivered twice")
         if acks:
             assert not lost  # 0 acks: reported only, replication to the replica is async
