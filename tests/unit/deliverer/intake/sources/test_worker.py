@@ -82,16 +82,21 @@ def msg(n: int) -> Message:
                    message_id=str(n))
 
 
-async def test_worker_acks_a_batch_only_after_enqueueing_it_and_buries_bad_ones() -> None:
-    log: list[str] = []
+def source_setup() -> tuple[SourceConfig, LiveConfig, Metrics]:
+    """A broker source routed to one endpoint, its live config and metrics."""
     config = SourceConfig(key="shop/src", path="", scheme="broker",
                           event_type_header="event-type", event_type_field=None,
                           broker=BrokerConfig("redis", {}))
     routing = RoutingConfig(
         "shop/default", {"shop/a": EndpointConfig("shop/a", "http://x/", 5, (0,))},
         (SubscriptionConfig("shop/all", "shop/a", ("*",)),), sources={"shop/src": config})
-    live = LiveConfig(GatewayConfig(Compiled(config=routing, signing_keys={})))
-    metrics = Metrics("shop/default")
+    return config, LiveConfig(GatewayConfig(Compiled(config=routing, signing_keys={}))), \
+        Metrics("shop/default")
+
+
+async def test_worker_acks_a_batch_only_after_enqueueing_it_and_buries_bad_ones() -> None:
+    log: list[str] = []
+    config, live, metrics = source_setup()
     queue = FakeQueue(log)
     bad = Message(raw=b"nope", headers={}, message_id="x")
     consumers = [FakeConsumer(log, [], fail_connect=1),
@@ -136,14 +141,7 @@ async def test_the_lag_is_still_read_while_the_queue_refuses_the_messages() -> N
             return self.backlog
 
     log: list[str] = []
-    config = SourceConfig(key="shop/src", path="", scheme="broker",
-                          event_type_header="event-type", event_type_field=None,
-                          broker=BrokerConfig("redis", {}))
-    routing = RoutingConfig(
-        "shop/default", {"shop/a": EndpointConfig("shop/a", "http://x/", 5, (0,))},
-        (SubscriptionConfig("shop/all", "shop/a", ("*",)),), sources={"shop/src": config})
-    live = LiveConfig(GatewayConfig(Compiled(config=routing, signing_keys={})))
-    metrics = Metrics("shop/default")
+    config, live, metrics = source_setup()
     consumer = Backlogged(log, [[msg(1)]])
     admission = Admission(DownQueue(log), live, metrics)  # type: ignore[arg-type]
     worker = SourceWorker(config, {}, admission=admission, metrics=SourceMetrics(metrics),
