@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 import pytest
 from aiohttp import web
@@ -13,20 +14,21 @@ from hookgate.deliverer.delivery.network_guard import LOOPBACK_CIDRS
 from hookgate.deliverer.delivery.sender import Sender
 from hookgate.model.routing import EndpointConfig
 from hookgate.signing import signing_key
+from tests.support.receiver import LoopbackReceiver
 
 pytestmark = pytest.mark.timeout(60)
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
-class Server:
+@dataclass
+class Server(LoopbackReceiver):
     """Answers 204; ``/slow`` only once :attr:`release` is set. Records the client port of
     each request, which tells a kept-alive connection from a new one."""
 
-    def __init__(self) -> None:
-        self.ports: list[tuple[str, int]] = []
-        self.release = asyncio.Event()
-        self.slow_started = asyncio.Event()
+    ports: list[tuple[str, int]] = field(default_factory=list)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    slow_started: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def handle(self, request: web.Request) -> web.Response:
         await request.read()
@@ -40,15 +42,8 @@ class Server:
 
 @pytest.fixture
 async def server() -> AsyncIterator[tuple[Server, int]]:
-    srv = Server()
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", srv.handle)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield srv, runner.addresses[0][1]
-    await runner.cleanup()
+    async with Server() as srv:
+        yield srv, srv.port
 
 
 async def test_narrowed_exceptions_stop_deliveries_on_kept_alive_connections(
