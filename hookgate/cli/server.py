@@ -230,9 +230,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_deliverer(args: argparse.Namespace) -> int:
-    require_extra("operator", "kubernetes", what="hookgate deliverer")
+    from hookgate.deliverer.config.apiserver import ApiServer, load_credentials
     from hookgate.deliverer.config.cluster import ClusterConfig, ConfigUnavailable
-    from hookgate.kubeclient import load_client
     from hookgate.logs import setup_logging
 
     setup_logging(args.log_level, None if args.log_format == "auto" else args.log_format == "json")
@@ -246,18 +245,26 @@ def cmd_deliverer(args: argparse.Namespace) -> int:
         print("error: no queue: set HOOKGATE_QUEUE or --queue to the gateway's Redis URL "
               "(the operator sets it in the deliverer Deployment)", file=sys.stderr)
         return 2
-    source = ClusterConfig(args.gateway, load_client(args.kubeconfig))
+    try:
+        api = ApiServer(load_credentials(args.kubeconfig))
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    source = ClusterConfig(args.gateway, api)
 
     async def main_() -> int:
         try:
-            loaded = await source.load()
-        except ConfigUnavailable as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        gateway = build_gateway(args, args.queue, loaded, listen)
-        if gateway is None:
-            return 2
-        return await serve_gateway(gateway, source, args.listen)
+            try:
+                loaded = await source.load()
+            except ConfigUnavailable as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+            gateway = build_gateway(args, args.queue, loaded, listen)
+            if gateway is None:
+                return 2
+            return await serve_gateway(gateway, source, args.listen)
+        finally:
+            await source.close()
 
     return run_event_loop(main_())
 

@@ -8,7 +8,7 @@ Every child carries an owner reference to its gateway, so deleting the gateway d
 
 from __future__ import annotations
 
-import hashlib
+import base64
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,17 +17,24 @@ from hookgate import __version__
 from hookgate.deliverer.queues.redis.address import Kind, RedisAddress
 from hookgate.deliverer.queues.redis.address import parse as parse_address
 from hookgate.deliverer.queues.redis.keys import CONSUMER_GROUP, Keys
-from hookgate.model.bundle import GatewayConfig, config_map_name, secret_name
+from hookgate.model.publication import (
+    KEYS_FILE,
+    MANIFEST_KEY,
+    ROUTING_FILE,
+    Manifest,
+    Publication,
+    manifest_name,
+)
 from hookgate.model.resources import API_VERSION
 
 __all__ = [
     "DEFAULT_IMAGE",
+    "SHARD_LABEL",
     "Names",
     "build_children",
-    "build_configmap",
+    "build_config_objects",
     "build_deployment",
     "build_endpoint_secret",
-    "build_keys_secret",
     "build_pdb",
     "build_role",
     "build_role_binding",
@@ -40,6 +47,9 @@ __all__ = [
 
 DEFAULT_IMAGE = f"ghcr.io/hookgate/hookgate:{__version__}"
 HTTP_PORT = 8080
+#: The label on every config shard (value: ``routing`` or ``keys``); the reconcile finds
+#: stale shards by it.
+SHARD_LABEL = "hookgate.io/config-shard"
 Obj = dict[str, Any]
 
 
@@ -51,11 +61,8 @@ class Names:
 
     @property
     def config(self) -> str:
-        return config_map_name(self.gateway)
-
-    @property
-    def keys(self) -> str:
-        return secret_name(self.gateway)
+        """The manifest ConfigMap (shards: :func:`hookgate.model.publication.shard_name`)."""
+        return manifest_name(self.gateway)
 
     @property
     def deployment(self) -> str:
@@ -100,16 +107,30 @@ def _meta(gateway: Mapping[str, Any], name: str) -> Obj:
             "ownerReferences": [owner_reference(gateway)]}
 
 
-def build_configmap(gateway: Mapping[str, Any], config: GatewayConfig) -> Obj:
-    names = Names(gateway["metadata"]["name"])
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(gateway, names.config),
-            "data": config.config_data()}
+def _shard_meta(gateway: Mapping[str, Any], name: str, part: str) -> Obj:
+    meta = _meta(gateway, name)
+    meta["labels"] = {**meta["labels"], SHARD_LABEL: part}
+    return meta
 
 
-def build_keys_secret(gateway: Mapping[str, Any], config: GatewayConfig) -> Obj:
-    names = Names(gateway["metadata"]["name"])
-    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": _meta(gateway, names.keys), "stringData": config.secret_data()}
+def build_config_objects(gateway: Mapping[str, Any], publication: Publication) -> list[Obj]:
+    """The objects of one config version: its shards (immutable, keys in Secrets), then the
+    manifest that names them. Applied in this order, a deliverer that reads the new manifest
+    finds every shard it names."""
+    gw = gateway["metadata"]["name"]
+    manifest = publication.manifest
+    keys = [{"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "immutable": True,
+             "metadata": _shard_meta(gateway, name, "keys"),
+             "data": {KEYS_FILE: base64.b64encode(chunk).decode()}}
+            for name, chunk in zip(manifest.keys_shards, publication.keys.chunks, strict=True)]
+    routing = [{"apiVersion": "v1", "kind": "ConfigMap", "immutable": True,
+                "metadata": _shard_meta(gateway, name, "routing"),
+                "binaryData": {ROUTING_FILE: base64.b64encode(chunk).decode()}}
+               for name, chunk in zip(manifest.routing_shards, publication.routing.chunks,
+                                      strict=True)]
+    return [*keys, *routing,
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(gateway, Names(gw).config),
+             "data": {MANIFEST_KEY: manifest.to_json()}}]
 
 
 def build_endpoint_secret(endpoint: Mapping[str, Any], secret: str) -> Obj:
@@ -125,13 +146,6 @@ def build_endpoint_secret(endpoint: Mapping[str, Any], secret: str) -> Obj:
 
 def generated_secret_name(endpoint: str) -> str:
     return f"{endpoint}-hookgate-signing"
-
-
-def config_hash(config: GatewayConfig) -> str:
-    """Changes when the published config does; only for status and debugging, not to restart
-    pods (deliverers apply config changes live)."""
-    data = "".join(config.config_data().values()) + "".join(config.secret_data().values())
-    return hashlib.sha256(data.encode()).hexdigest()[:16]
 
 
 def _queue_env(spec: Mapping[str, Any]) -> list[Obj]:
@@ -271,16 +285,22 @@ def build_service_account(gateway: Mapping[str, Any]) -> Obj:
             "metadata": _meta(gateway, Names(gw).account)}
 
 
-def build_role(gateway: Mapping[str, Any]) -> Obj:
-    """Deliverers may read exactly their gateway's ConfigMap and Secret, nothing else."""
+def build_role(gateway: Mapping[str, Any], manifest: Manifest,
+               previous: Manifest | None = None) -> Obj:
+    """Deliverers may read exactly their gateway's manifest and the shards of its current and
+    previous config version (one that read the previous manifest a moment ago still finishes
+    its read), nothing else."""
     names = Names(gateway["metadata"]["name"])
+    versions = [manifest] if previous is None else [manifest, previous]
+    config_maps = [names.config, *dict.fromkeys(s for m in versions for s in m.routing_shards)]
+    secrets = list(dict.fromkeys(s for m in versions for s in m.keys_shards))
     return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
             "metadata": _meta(gateway, names.account),
             "rules": [
-                {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [names.config],
-                 "verbs": ["get", "list", "watch"]},
-                {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [names.keys],
-                 "verbs": ["get", "list", "watch"]},
+                {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": config_maps,
+                 "verbs": ["get"]},
+                {"apiGroups": [""], "resources": ["secrets"], "resourceNames": secrets,
+                 "verbs": ["get"]},
             ]}
 
 
@@ -344,12 +364,17 @@ def build_scaled_object(gateway: Mapping[str, Any]) -> Obj:
     }
 
 
-def build_children(gateway: Mapping[str, Any], config: GatewayConfig, replicas: int,
-                   default_image: str = DEFAULT_IMAGE) -> list[Obj]:
-    """Every child of a gateway, in the order they should be applied."""
+def build_children(gateway: Mapping[str, Any], publication: Publication, replicas: int,
+                   default_image: str = DEFAULT_IMAGE, previous: Manifest | None = None
+                   ) -> list[Obj]:
+    """Every child of a gateway, in the order they must be applied: the deliverers' access
+    to the new shards before the manifest that names them. ``previous`` is the manifest
+    published before this one, whose shards stay readable."""
     mode = ((gateway.get("spec") or {}).get("autoscaling") or {}).get("mode", "Builtin")
-    children = [build_service_account(gateway), build_role(gateway), build_role_binding(gateway),
-                build_configmap(gateway, config), build_keys_secret(gateway, config),
+    *shards, manifest = build_config_objects(gateway, publication)
+    children = [build_service_account(gateway), *shards,
+                build_role(gateway, publication.manifest, previous),
+                build_role_binding(gateway), manifest,
                 build_deployment(gateway, replicas, default_image), build_service(gateway),
                 build_pdb(gateway)]
     if mode == "KEDA":

@@ -112,14 +112,19 @@ class Kube:
         except NotFound:
             return None
 
-    async def list(self, kind: str, namespace: str) -> list[dict[str, Any]]:
-        result = await self._call("GET", _path(kind, namespace))
+    async def list(self, kind: str, namespace: str, *, label_selector: str | None = None
+                   ) -> list[dict[str, Any]]:
+        query = [("labelSelector", label_selector)] if label_selector else None
+        result = await self._call("GET", _path(kind, namespace), query=query)
         items: list[dict[str, Any]] = result.get("items", [])
         api_version = KINDS[kind][0]
         for item in items:  # list items come without kind/apiVersion
             item.setdefault("kind", kind)
             item.setdefault("apiVersion", api_version)
         return items
+
+    async def delete(self, kind: str, namespace: str, name: str) -> None:
+        await self._call("DELETE", _path(kind, namespace, name))
 
     async def create(self, obj: Mapping[str, Any]) -> Any:
         md = obj["metadata"]

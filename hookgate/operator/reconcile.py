@@ -9,6 +9,7 @@ desired children (pure ``build_*``), apply them, then write every object's statu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -20,16 +21,18 @@ from hookgate.deliverer.queues.factory import open_queue
 from hookgate.model.bundle import GatewayConfig, min_replica_acks, queue_partitions
 from hookgate.model.compiler import compile_config
 from hookgate.model.problems import ManifestError, Problem
+from hookgate.model.publication import MANIFEST_KEY, Manifest, manifest_name, publish
 from hookgate.model.resources import Resource, parse_resource
 from hookgate.operator.autoscale import Policy, Recommendation, decide_replicas
 from hookgate.operator.build import (
     DEFAULT_IMAGE,
+    SHARD_LABEL,
     build_children,
     build_endpoint_secret,
     generated_secret_name,
     selector,
 )
-from hookgate.operator.kube import ApiError, Kube, secret_values
+from hookgate.operator.kube import ApiError, Kube, NotFound, secret_values
 from hookgate.operator.status import condition, merge_conditions, now_iso, object_status
 from hookgate.signing import generate_secret
 
@@ -54,6 +57,11 @@ class GatewayState:
     backlog: int | None = None
     queue: Queue | None = None
     queue_url: str | None = None
+    # The config version in the API, and the one before it (its shards stay readable).
+    published: Manifest | None = None
+    before: Manifest | None = None
+    pruned: str = ""  # the version whose stale shards were last deleted
+    manifest_read: bool = False
     dirty: asyncio.Event = field(default_factory=asyncio.Event)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -117,7 +125,12 @@ class Reconciler:
         backlog = await self._backlog(gateway, state, secrets, gateway_problems)
         replicas = await self._replicas(gateway, state, backlog)
         mode = (spec.get("autoscaling") or {}).get("mode", "Builtin")
-        children = build_children(gateway, config, replicas, self.default_image)
+        publication = publish(name, config)
+        await self._read_manifest(namespace, name, state)
+        if state.published is None or state.published.version != publication.manifest.version:
+            state.before = state.published
+        children = build_children(gateway, publication, replicas, self.default_image,
+                                  state.before)
         if mode == "KEDA":
             if not await self.kube.has_api("keda.sh/v1alpha1", "scaledobjects"):
                 gateway_problems.append(Problem(
@@ -128,13 +141,18 @@ class Reconciler:
             for child in children:  # KEDA's HPA owns the replica count
                 if child["kind"] == "Deployment":
                     del child["spec"]["replicas"]
+        applied = True
         for child in children:
             try:
                 await self.kube.apply(child)
             except ApiError as exc:
+                applied = False
                 gateway_problems.append(Problem(
                     f"cannot apply {child['kind']} {child['metadata']['name']}: {exc}",
                     reason="ApplyFailed", hint="check the operator's RBAC and the object"))
+        if applied:
+            state.published = publication.manifest
+            await self._prune_shards(namespace, name, state)
 
         ready_endpoints = await self._endpoint_statuses(
             objects["WebhookEndpoint"], name, problems, now, compiled.config.endpoints)
@@ -143,6 +161,39 @@ class Reconciler:
         await self._source_statuses(objects["WebhookSource"], name, problems, now)
         await self._gateway_status(gateway, gateway_problems, problems, now, replicas, backlog,
                                    ready_endpoints, ready_subs)
+
+    # --- config versions ----------------------------------------------------------------
+
+    async def _read_manifest(self, namespace: str, name: str, state: GatewayState) -> None:
+        """Learn, once, which version is in the API (an operator that restarted)."""
+        if state.manifest_read:
+            return
+        found = await self.kube.find("ConfigMap", namespace, manifest_name(name))
+        try:
+            text = ((found or {}).get("data") or {}).get(MANIFEST_KEY)
+            state.published = Manifest.from_json(text) if text else None
+        except ValueError:
+            state.published = None  # an older layout: replaced by this reconcile
+        state.manifest_read = True
+
+    async def _prune_shards(self, namespace: str, name: str, state: GatewayState) -> None:
+        """Delete the shards of versions older than the current one and the one before it."""
+        current = state.published
+        if current is None or state.pruned == current.version:
+            return
+        keep = {*current.routing_shards, *current.keys_shards}
+        if state.before is not None:
+            keep |= {*state.before.routing_shards, *state.before.keys_shards}
+        labels = f"hookgate.io/gateway={name},{SHARD_LABEL}"
+        for kind in ("ConfigMap", "Secret"):
+            for obj in await self.kube.list(kind, namespace, label_selector=labels):
+                if obj["metadata"]["name"] not in keep:
+                    with contextlib.suppress(NotFound):  # gone meanwhile
+                        await self.kube.delete(kind, namespace, obj["metadata"]["name"])
+        if not state.pruned:  # once per operator start: the single Secret of releases
+            with contextlib.suppress(NotFound):  # before sharding, if it is still there
+                await self.kube.delete("Secret", namespace, f"hookgate-{name}-keys")
+        state.pruned = current.version
 
     # --- parsing and secrets ------------------------------------------------------------
 

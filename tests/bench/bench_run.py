@@ -727,9 +727,10 @@ import json, sys
 import hookgate.deliverer.config.cluster, hookgate.deliverer.queues.redis.queue, hookgate.logs
 from hookgate.deliverer.gateway import Gateway, GatewaySettings
 from hookgate.deliverer.queues.factory import open_queue
-from hookgate.model.bundle import GatewayConfig
+from hookgate.model.publication import Manifest, read
 data = json.load(open(sys.argv[1]))
-config = GatewayConfig.from_data(data["config"], data["secret"])
+config = read(Manifest.from_json(data["manifest"]), [bytes.fromhex(c) for c in data["routing"]],
+              [bytes.fromhex(c) for c in data["keys"]])
 del data
 gateway = Gateway.create(open_queue("redis://127.0.0.1:1/0", gateway="default/default"),
                          config, GatewaySettings())
@@ -741,14 +742,17 @@ for line in open("/proc/self/status"):
 
 def rss_cluster(workdir: Path, n: int) -> dict[str, Any]:
     """RSS of a cluster deliverer's process with ``n`` endpoints + subscriptions, config read
-    from the ConfigMap and Secret data the operator publishes (no YAML): the modules of
+    from the shards the operator publishes (no YAML): the modules of
     ``hookgate deliverer`` imported and a Gateway built, not serving."""
     from hookgate.model.bundle import GatewayConfig
+    from hookgate.model.publication import publish
 
     compiled = compile_config_of(n)
-    bundle = GatewayConfig(compiled, (), None)
+    publication = publish("default", GatewayConfig(compiled, (), None))
     path = workdir / f"bundle-{n}.json"
-    path.write_text(json.dumps({"config": bundle.config_data(), "secret": bundle.secret_data()}))
+    path.write_text(json.dumps({"manifest": publication.manifest.to_json(),
+                                "routing": [c.hex() for c in publication.routing.chunks],
+                                "keys": [c.hex() for c in publication.keys.chunks]}))
     out = subprocess.run([sys.executable, "-c", CLUSTER_RSS, str(path)], capture_output=True,
                          text=True, check=True, timeout=120, cwd=ROOT).stdout.split()
     rss, peak = (int(x) * 1024 for x in out[:2])

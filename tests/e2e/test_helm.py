@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "hookgate"
 CRDS = ["subscriptions.hookgate.io", "webhookendpoints.hookgate.io",
         "webhookgateways.hookgate.io", "webhooksources.hookgate.io"]
-CHILDREN = [("configmap", "hookgate-default-config"), ("secret", "hookgate-default-keys"),
+CHILDREN = [("configmap", "hookgate-default-config"),
             ("deployment", "hookgate-default"), ("service", "hookgate-default"),
             ("poddisruptionbudget", "hookgate-default"),
             ("serviceaccount", "hookgate-default-deliverer"),

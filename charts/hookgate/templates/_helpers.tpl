@@ -76,7 +76,8 @@ status; own the children of each gateway; post Events. Shared by the ClusterRole
   resources: [webhookgateways/status, webhookendpoints/status, subscriptions/status, webhooksources/status]
   verbs: [get, patch, update]
 # Children of each gateway. Secrets: the operator reads the Secrets endpoints and gateways
-# refer to, and writes the gateway's signing-key Secret and generated endpoint secrets.
+# refer to, and writes the gateway's config shards (keys in Secrets), generated endpoint
+# secrets, and deletes the shards of old config versions.
 - apiGroups: [""]
   resources: [configmaps, secrets, services, serviceaccounts]
   verbs: [get, list, watch, create, patch, update, delete]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -23,12 +24,21 @@ def run_without(modules: list[str], *argv: str) -> subprocess.CompletedProcess[s
 @pytest.mark.parametrize(("missing", "argv"), [
     (["kopf"], ["operator"]),
     (["kubernetes"], ["operator"]),
-    (["kubernetes"], ["deliverer", "--gateway", "shop/default", "--queue", "redis://x"]),
 ])
 def test_a_missing_extra_names_the_pip_command(missing: list[str], argv: list[str]) -> None:
     done = run_without(missing, *argv)
     assert done.returncode == 2, done.stderr
     assert "pip install 'hookgate[operator]'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_the_deliverer_needs_no_kubernetes_client(tmp_path: Path) -> None:
+    # It reads the API over aiohttp: without the operator extra it gets as far as its
+    # credentials (none here), and says what to pass.
+    done = run_without(["kubernetes", "kopf"], "deliverer", "--gateway", "shop/default",
+                       "--queue", "redis://x", "--kubeconfig", str(tmp_path / "none"))
+    assert done.returncode == 2, done.stderr
+    assert "cannot read the kubeconfig" in done.stderr and "pip install" not in done.stderr
     assert "Traceback" not in done.stderr
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
 from typing import Any
 
 from hookgate.model.bundle import GatewayConfig, min_replica_acks
 from hookgate.model.compiler import Compiled
+from hookgate.model.publication import Manifest, publish, read
 from hookgate.model.routing import EndpointConfig, RoutingConfig
 from hookgate.operator.build import build_children, build_endpoint_secret
 
@@ -20,6 +23,7 @@ CONFIG = GatewayConfig(Compiled(
     RoutingConfig("shop/default", {"shop/a": EndpointConfig("shop/a", "https://a.example/", 5,
                                                             (0, 5))}),
     {"shop/a": ("whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0",)}), ("api-key",))
+PUBLICATION = publish("default", CONFIG)
 
 
 def by_kind(children: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -27,10 +31,10 @@ def by_kind(children: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def test_every_child_is_owned_by_the_gateway_and_labelled() -> None:
-    children = build_children(GATEWAY, CONFIG, replicas=3)
+    children = build_children(GATEWAY, PUBLICATION, replicas=3)
     assert sorted(c["kind"] for c in children) == [
-        "ConfigMap", "Deployment", "PodDisruptionBudget", "Role", "RoleBinding", "Secret",
-        "Service", "ServiceAccount"]
+        "ConfigMap", "ConfigMap", "Deployment", "PodDisruptionBudget", "Role", "RoleBinding",
+        "Secret", "Service", "ServiceAccount"]
     for child in children:
         (owner,) = child["metadata"]["ownerReferences"]
         assert (owner["kind"], owner["uid"], owner["controller"]) == ("WebhookGateway", "u-1",
@@ -39,18 +43,45 @@ def test_every_child_is_owned_by_the_gateway_and_labelled() -> None:
         assert child["metadata"]["labels"]["hookgate.io/gateway"] == "default"
 
 
-def test_configmap_has_no_secrets_and_secret_has_the_keys() -> None:
-    kinds = by_kind(build_children(GATEWAY, CONFIG, replicas=1))
-    published = "".join(kinds["ConfigMap"]["data"].values())
-    assert "whsec_" not in published and "api-key" not in published
-    assert "https://a.example/" in published
-    assert "whsec_" in kinds["Secret"]["stringData"]["secrets.json"]
-    assert GatewayConfig.from_data(kinds["ConfigMap"]["data"],
-                                   kinds["Secret"]["stringData"]) == CONFIG
+def published(children: list[dict[str, Any]]) -> tuple[dict[str, Any], list[bytes],
+                                                       list[bytes]]:
+    """The manifest ConfigMap and the chunks of the routing and keys shards, in order."""
+    by_name = {c["metadata"]["name"]: c for c in children}
+    manifest_cm = by_name["hookgate-default-config"]
+    manifest = Manifest.from_json(manifest_cm["data"]["manifest.json"])
+    routing = [base64.b64decode(by_name[n]["binaryData"]["routing.json.gz"])
+               for n in manifest.routing_shards]
+    keys = [base64.b64decode(by_name[n]["data"]["keys.json.gz"]) for n in manifest.keys_shards]
+    return manifest_cm, routing, keys
+
+
+def test_routing_shards_hold_no_secrets_and_keys_shards_are_secrets() -> None:
+    children = build_children(GATEWAY, PUBLICATION, replicas=1)
+    manifest_cm, routing, keys = published(children)
+    shards = [c for c in children if "hookgate.io/config-shard" in c["metadata"]["labels"]]
+    assert {(c["kind"], c["metadata"]["labels"]["hookgate.io/config-shard"]) for c in shards} \
+        == {("ConfigMap", "routing"), ("Secret", "keys")}
+    assert all(c["immutable"] is True for c in shards)
+    manifest = Manifest.from_json(manifest_cm["data"]["manifest.json"])
+    document = gzip.decompress(b"".join(routing))
+    assert b"whsec_" not in document and b"api-key" not in document
+    assert b"https://a.example/" in document
+    assert b"whsec_" in gzip.decompress(b"".join(keys))
+    assert read(manifest, routing, keys) == CONFIG
+
+
+def test_shards_come_before_the_manifest_and_access_to_them_before_both() -> None:
+    order = [(c["kind"], c["metadata"]["name"])
+             for c in build_children(GATEWAY, PUBLICATION, replicas=1)]
+    position = {name: i for i, (_, name) in enumerate(order)}
+    manifest = PUBLICATION.manifest
+    for shard in (*manifest.routing_shards, *manifest.keys_shards):
+        assert position[shard] < position["hookgate-default-config"]
+        assert position["hookgate-default-deliverer"] < position["hookgate-default-config"]
 
 
 def test_deliverer_deployment_runs_the_gateway_with_its_queue_and_account() -> None:
-    deployment = by_kind(build_children(GATEWAY, CONFIG, replicas=3))["Deployment"]
+    deployment = by_kind(build_children(GATEWAY, PUBLICATION, replicas=3))["Deployment"]
     assert deployment["spec"]["replicas"] == 3
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
@@ -65,20 +96,29 @@ def test_deliverer_deployment_runs_the_gateway_with_its_queue_and_account() -> N
         deployment["spec"]["template"]["metadata"]["labels"].items()
 
 
-def test_role_reads_only_the_two_published_objects() -> None:
-    role = by_kind(build_children(GATEWAY, CONFIG, replicas=1))["Role"]
+def test_role_reads_only_the_manifest_and_the_shards_of_two_versions() -> None:
+    role = by_kind(build_children(GATEWAY, PUBLICATION, replicas=1))["Role"]
+    manifest = PUBLICATION.manifest
     assert role["rules"] == [
         {"apiGroups": [""], "resources": ["configmaps"],
-         "resourceNames": ["hookgate-default-config"], "verbs": ["get", "list", "watch"]},
+         "resourceNames": ["hookgate-default-config", *manifest.routing_shards],
+         "verbs": ["get"]},
         {"apiGroups": [""], "resources": ["secrets"],
-         "resourceNames": ["hookgate-default-keys"], "verbs": ["get", "list", "watch"]}]
+         "resourceNames": list(manifest.keys_shards), "verbs": ["get"]}]
+    changed = GatewayConfig(CONFIG.compiled, ("another-key",))
+    newer = publish("default", changed)
+    assert newer.manifest.routing_shards == manifest.routing_shards  # routing unchanged
+    assert newer.manifest.keys_shards != manifest.keys_shards
+    role = by_kind(build_children(GATEWAY, newer, 1, previous=manifest))["Role"]
+    assert role["rules"][1]["resourceNames"] == [*newer.manifest.keys_shards,
+                                                 *manifest.keys_shards]
 
 
 def test_keda_mode_adds_a_scaled_object_with_the_same_policy() -> None:
     gateway = {**GATEWAY, "spec": {**GATEWAY["spec"], "autoscaling": {
         "mode": "KEDA", "minReplicas": 2, "maxReplicas": 7, "targetBacklogPerReplica": 250,
         "scaleDownStabilizationSeconds": 120}}}
-    so = by_kind(build_children(gateway, CONFIG, replicas=2))["ScaledObject"]
+    so = by_kind(build_children(gateway, PUBLICATION, replicas=2))["ScaledObject"]
     assert (so["spec"]["minReplicaCount"], so["spec"]["maxReplicaCount"]) == (2, 7)
     (trigger,) = so["spec"]["triggers"]
     assert trigger["type"] == "redis-streams"
@@ -92,7 +132,7 @@ def test_keda_mode_on_sentinel_and_cluster_uses_their_scalers() -> None:
     def trigger_for(url: str) -> tuple[dict[str, str], dict[str, str]]:
         gateway = {**GATEWAY, "spec": {"queue": {"redis": {"url": url}},
                                        "autoscaling": {"mode": "KEDA"}}}
-        children = by_kind(build_children(gateway, CONFIG, replicas=1))
+        children = by_kind(build_children(gateway, PUBLICATION, replicas=1))
         (trigger,) = children["ScaledObject"]["spec"]["triggers"]
         container = children["Deployment"]["spec"]["template"]["spec"]["containers"][0]
         return trigger, {e["name"]: e.get("value") for e in container["env"]}
@@ -113,7 +153,7 @@ def test_a_redis_ca_from_a_secret_is_mounted_read_only_with_its_path_in_env() ->
     gateway = {**GATEWAY, "spec": {"queue": {"redis": {
         "url": "rediss+sentinel://s1:26379/m", "caFrom": {"secretKeyRef": {
             "name": "redis-tls", "key": "ca.pem"}}}}}}
-    deployment = by_kind(build_children(gateway, CONFIG, replicas=1))["Deployment"]
+    deployment = by_kind(build_children(gateway, PUBLICATION, replicas=1))["Deployment"]
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert pod["volumes"] == [{"name": "redis-ca", "secret": {
@@ -122,14 +162,15 @@ def test_a_redis_ca_from_a_secret_is_mounted_read_only_with_its_path_in_env() ->
                                           "readOnly": True}]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["HOOKGATE_REDIS_CA"] == "/etc/hookgate/redis-ca/ca.crt"
-    plain = by_kind(build_children(GATEWAY, CONFIG, replicas=1))["Deployment"]
+    plain = by_kind(build_children(GATEWAY, PUBLICATION, replicas=1))["Deployment"]
     assert "volumes" not in plain["spec"]["template"]["spec"]
 
 
 def test_min_replica_acks_is_published_with_the_config() -> None:
     config = GatewayConfig(CONFIG.compiled, (), None, min_replica_acks(
         {"queue": {"redis": {"url": "redis://r:6379/0", "minReplicaAcks": 2}}}))
-    again = GatewayConfig.from_data(config.config_data(), config.secret_data())
+    again = GatewayConfig.from_documents(config.routing_document(), config.settings(),
+                                         config.keys_document())
     assert again.min_replica_acks == 2 and min_replica_acks({}) == 0
 
 
@@ -150,16 +191,17 @@ def test_published_secret_carries_endpoint_auth_and_source_secrets() -> None:
                                                               ca_bundle="PEM")},
                         source_secrets={"shop/github": {"secret": "s3cret"}})
     config = GatewayConfig(compiled, ("k",), 1024)
-    assert "s3cret" not in "".join(config.config_data().values())
-    assert GatewayConfig.from_data(config.config_data(), config.secret_data()) == config
+    assert b"s3cret" not in config.routing_document()
+    assert GatewayConfig.from_documents(config.routing_document(), config.settings(),
+                                        config.keys_document()) == config
 
 
 def test_default_deliverer_image_applies_only_when_the_gateway_names_none() -> None:
     mirror = "registry.internal/hookgate:0.1.0"
-    named = by_kind(build_children(GATEWAY, CONFIG, 1, mirror))["Deployment"]
+    named = by_kind(build_children(GATEWAY, PUBLICATION, 1, mirror))["Deployment"]
     assert named["spec"]["template"]["spec"]["containers"][0]["image"] == "example/hookgate:test"
     bare = {**GATEWAY, "spec": {**GATEWAY["spec"], "deliverer": {}}}
-    deployment = by_kind(build_children(bare, CONFIG, 1, mirror))["Deployment"]
+    deployment = by_kind(build_children(bare, PUBLICATION, 1, mirror))["Deployment"]
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == mirror
 
 
@@ -167,7 +209,7 @@ def test_keda_mode_has_a_trigger_for_every_partition() -> None:
     gateway = {**GATEWAY, "spec": {"queue": {"redis": {"url": "redis://r:6379/0"},
                                              "partitions": 3},
                                    "autoscaling": {"mode": "KEDA"}}}
-    so = by_kind(build_children(gateway, CONFIG, replicas=1))["ScaledObject"]
+    so = by_kind(build_children(gateway, PUBLICATION, replicas=1))["ScaledObject"]
     streams = [t["metadata"]["stream"] for t in so["spec"]["triggers"]]
     assert len(set(streams)) == 3 and streams[0] == "hookgate:{shop/default}:deliveries"
     assert all(s.startswith("hookgate:{shop/default#") for s in streams[1:])
