@@ -21,6 +21,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from hookgate.deliverer.queues.base import Event
 from hookgate.deliverer.queues.factory import open_queue
+from hookgate.model.publication import Manifest, unpack
 from tests.support.ports import unused_port
 from tests.support.receiver import Recorder
 from tests.support.waiting import wait_for
@@ -103,6 +104,29 @@ async def until(probe: Any, what: str, timeout: float = 60) -> Any:
                           interval=0.2)
 
 
+def published(kube: Kube, ns: str, gateway: str = "default"
+              ) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The routing and keys documents the operator published for ``gateway``, read as a
+    deliverer reads them (manifest, then shards); None while there is none."""
+    cm = get(kube, ns, "configmap", f"hookgate-{gateway}-config")
+    if cm is None:
+        return None
+    manifest = Manifest.from_json(cm["data"]["manifest.json"])
+    routing, keys = [], []
+    for name in manifest.routing_shards:
+        shard = get(kube, ns, "configmap", name)
+        if shard is None:
+            return None  # superseded meanwhile
+        routing.append(base64.b64decode(shard["binaryData"]["routing.json.gz"]))
+    for name in manifest.keys_shards:
+        shard = get(kube, ns, "secret", name)
+        if shard is None:
+            return None
+        keys.append(base64.b64decode(shard["data"]["keys.json.gz"]))
+    return (json.loads(unpack(manifest.routing_digest, routing)),
+            json.loads(unpack(manifest.keys_digest, keys)))
+
+
 def ready(obj: dict[str, Any] | None) -> dict[str, Any] | None:
     for c in ((obj or {}).get("status") or {}).get("conditions", []):
         if c["type"] == "Ready":
@@ -125,7 +149,6 @@ def examples(redis_url: str) -> str:
 
 CHILDREN = [
     ("configmap", "hookgate-default-config"),
-    ("secret", "hookgate-default-keys"),
     ("deployment", "hookgate-default"),
     ("service", "hookgate-default"),
     ("poddisruptionbudget", "hookgate-default"),
@@ -180,8 +203,12 @@ async def test_examples_become_a_ready_deliverer_pool(
     status = get(crds, ns, "webhookgateway", "default")["status"]  # type: ignore[index]
     assert (status["endpoints"], status["subscriptions"], status["desiredReplicas"]) == (2, 3, 1)
     assert status["selector"] == "app.kubernetes.io/name=hookgate,hookgate.io/gateway=default"
-    published = get(crds, ns, "configmap", "hookgate-default-config")
-    assert published is not None and "whsec_" not in json.dumps(published["data"])
+    manifest = get(crds, ns, "configmap", "hookgate-default-config")
+    assert manifest is not None and "whsec_" not in json.dumps(manifest["data"])
+    documents = published(crds, ns)
+    assert documents is not None
+    routing, keys = documents
+    assert "whsec_" not in json.dumps(routing) and "whsec_" in json.dumps(keys)
 
 
 def service_account_kubeconfig(kube: Kube, ns: str, account: str, path: Path) -> Path:
@@ -259,8 +286,7 @@ async def test_local_deliverer_delivers_and_follows_config_changes(
             async def allowed() -> dict[str, Any] | None:
                 # The allowCIDRs patch may land after the deliverer's first read.
                 now = await readyz()
-                config = json.loads(get(crds, ns, "configmap", "hookgate-default-config")
-                                    ["data"]["routing.json"])  # type: ignore[index]
+                config = (published(crds, ns) or ({}, {}))[0]
                 return now if "127.0.0.0/8" in config.get("allowCIDRs", []) else None
 
             await wait_for(allowed, timeout=30, what="the deliverer to be ready")
@@ -564,3 +590,4 @@ async def test_keda_mode_emits_a_scaled_object_when_keda_is_installed(
         assert condition["reason"] == "Reconciled"
     finally:
         crds.kubectl("delete", "crd", "scaledobjects.keda.sh", "--wait=false", check=False)
+
