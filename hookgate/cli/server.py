@@ -69,6 +69,9 @@ def add_commands(sub: Any) -> None:
                                "(e.g. a private mirror) [HOOKGATE_DELIVERER_IMAGE]")
     operator.add_argument("--liveness", default=env("LIVENESS", "0.0.0.0:8081"),
                           help="HOST:PORT of the liveness probe (/healthz) [default: 0.0.0.0:8081]")
+    operator.add_argument("--metrics", default=env("METRICS"),
+                          help="HOST:PORT to serve the operator's Prometheus metrics on "
+                               "(/metrics; default: not served) [HOOKGATE_METRICS]")
     log_flags(operator)
 
     recv = sub.add_parser("receive", help="a local receiver that verifies and prints deliveries")
@@ -287,6 +290,13 @@ def cmd_operator(args: argparse.Namespace) -> int:
     # kopf logs every handled watch event at INFO; ours are routine wake-ups, so only
     # warnings from it are worth a line. Our own reconcile logs say what changed.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    if args.metrics:
+        from prometheus_client import start_http_server
+
+        from hookgate.operator.metrics import REGISTRY
+
+        host, _, port = args.metrics.rpartition(":")
+        start_http_server(int(port), host or "0.0.0.0", registry=REGISTRY)
     asyncio.run(kopf.operator(
         clusterwide=not namespaces, namespaces=namespaces,
         liveness_endpoint=f"http://{args.liveness}/healthz",

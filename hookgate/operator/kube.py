@@ -17,6 +17,8 @@ from typing import Any
 
 from kubernetes.client import ApiClient
 
+from hookgate.operator.metrics import API_REQUESTS
+
 __all__ = ["FIELD_MANAGER", "ApiError", "Kube", "NotFound", "secret_values"]
 
 FIELD_MANAGER = "hookgate-operator"
@@ -71,6 +73,16 @@ def _path(kind: str, namespace: str, name: str | None = None, sub: str | None = 
     return path
 
 
+def _resource(path: str) -> str:
+    """The resource (and subresource) a request path names: ``subscriptions/status``;
+    ``discovery`` for a path of the API's own (what a group serves)."""
+    parts = path.strip("/").split("/")
+    if "namespaces" in parts:
+        rest = parts[parts.index("namespaces") + 2:]
+        return "/".join([rest[0], *rest[2:3]]) if rest else "namespaces"
+    return "discovery"
+
+
 class Kube:
     def __init__(self, client: ApiClient) -> None:
         self.client = client
@@ -78,6 +90,9 @@ class Kube:
     async def _call(self, method: str, path: str, *, body: Any = None,
                     content_type: str = "application/json",
                     query: list[tuple[str, str]] | None = None) -> Any:
+        resource = _resource(path)
+        collection = method == "GET" and path.rstrip("/").endswith(resource)
+        API_REQUESTS.labels("LIST" if collection else method, resource).inc()
         def call() -> Any:
             method_, url, headers, _, _ = self.client.param_serialize(
                 method, path, query_params=query or [],

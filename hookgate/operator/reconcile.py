@@ -33,6 +33,7 @@ from hookgate.operator.build import (
     selector,
 )
 from hookgate.operator.kube import ApiError, Kube, NotFound, secret_values
+from hookgate.operator.metrics import BACKLOG_POLLS
 from hookgate.operator.status import condition, merge_conditions, now_iso, object_status
 from hookgate.signing import generate_secret
 
@@ -294,6 +295,7 @@ class Reconciler:
                 await queue.open()
                 state.queue = queue
             depth = await state.queue.depth()
+            BACKLOG_POLLS.inc()
         except (QueueUnavailable, ValueError) as exc:
             problems.append(Problem(f"cannot read the queue: {exc}", reason="QueueUnreachable",
                                     hint="check spec.queue and that Redis is reachable from "

@@ -51,6 +51,7 @@ def ns(crds: Kube) -> Iterator[str]:
 class Operator:
     def __init__(self, kube: Kube, namespace: str, log: Path) -> None:
         self.log = log
+        self.metrics_url = f"http://127.0.0.1:{unused_port()}/metrics"
         env = {**os.environ, "KUBECONFIG": str(kube.kubeconfig)}
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
@@ -65,6 +66,8 @@ class Operator:
                     f"127.0.0.1:{unused_port()}",
                     "--log-format",
                     "text",
+                    "--metrics",
+                    self.metrics_url.split("/")[2],
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
