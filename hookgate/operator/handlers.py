@@ -1,8 +1,9 @@
-"""The kopf handlers: thin. They only say when a gateway's loop should run.
+"""The kopf handlers: thin. They keep the cache current and say when a gateway's loop runs.
 
 Everything a reconcile does is in :mod:`hookgate.operator.reconcile`; the per-gateway
-loops are in :mod:`hookgate.operator.loops`. Handlers here react to watch events (no
-progress annotations, no finalizers) and tune kopf at start-up.
+loops are in :mod:`hookgate.operator.loops`; what the watches saw is in
+:mod:`hookgate.operator.cache`. Handlers here react to watch events (no progress
+annotations, no finalizers) and tune kopf at start-up.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from typing import Any
 import kopf
 
 from hookgate.kubeclient import load_client
+from hookgate.operator.cache import Cache
 from hookgate.operator.kube import Kube
-from hookgate.operator.loops import Loops
+from hookgate.operator.loops import DEFAULT_INTERVAL, Loops
 from hookgate.operator.reconcile import Reconciler
 
 __all__ = ["OPTIONS"]
@@ -25,7 +27,8 @@ GROUP, VERSION = "hookgate.io", "v1alpha1"
 OPTIONS: dict[str, Any] = {"namespaced": False, "kubeconfig": None, "deliverer_image": None}
 
 _loops: Loops | None = None
-_generations: dict[str, int] = {}
+_cache = Cache()
+_poked: dict[str, int] = {}  # namespace -> the cache revision its gateways were woken at
 
 
 async def _notify(obj: Any, type_: str, reason: str, message: str) -> None:
@@ -53,7 +56,8 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # In namespaced mode the operator may not list namespaces or CRDs cluster-wide:
     # scanning would fail on RBAC and serves nothing there.
     settings.scanning.disabled = bool(OPTIONS["namespaced"])
-    reconciler = Reconciler(Kube(load_client(OPTIONS["kubeconfig"])), notify=_notify)
+    reconciler = Reconciler(Kube(load_client(OPTIONS["kubeconfig"])), cache=_cache,
+                            notify=_notify)
     if OPTIONS["deliverer_image"]:
         reconciler.default_image = OPTIONS["deliverer_image"]
     _loops = Loops(reconciler)
@@ -65,29 +69,47 @@ async def cleanup(**_: Any) -> None:
         await _loops.stop_all()
 
 
+def _plain(body: kopf.Body) -> dict[str, Any]:
+    return {k: v for k, v in body.items()}
+
+
+# Every object a reconcile reads goes into the cache from an index handler: kopf runs no
+# other handler before every indexed kind has been listed and indexed, so no gateway's
+# first reconcile (started by gateway_event) can publish a config that misses objects.
+@kopf.index(GROUP, VERSION, "webhookgateways")
+@kopf.index(GROUP, VERSION, "webhookendpoints")
+@kopf.index(GROUP, VERSION, "subscriptions")
+@kopf.index(GROUP, VERSION, "webhooksources")
+@kopf.index("v1", "secrets")
+def cache_feed(body: kopf.Body, **_: Any) -> None:
+    # Index handlers see no deletions: those come to the event handlers below.
+    _cache.put(_plain(body))
+
+
+def _poke_if_changed(namespace: str) -> None:
+    """Wake the namespace's gateways if an input of their configs moved since last time."""
+    assert _loops is not None
+    revision = _cache.revision(namespace)
+    if _poked.get(namespace) != revision:
+        _poked[namespace] = revision
+        _loops.poke_namespace(namespace)
+
+
 @kopf.on.event(GROUP, VERSION, "webhookgateways")
-async def gateway_event(type: str, name: str, namespace: str | None, spec: kopf.Spec,
-                        **_: Any) -> None:
+async def gateway_event(type: str, body: kopf.Body, name: str, namespace: str | None,
+                        spec: kopf.Spec, **_: Any) -> None:
     assert _loops is not None and namespace is not None
     if type == "DELETED":
+        _cache.remove(_plain(body))
         await _loops.stop(namespace, name)
         return
     interval = (spec.get("autoscaling") or {}).get("pollingIntervalSeconds")
-    _loops.ensure(namespace, name, float(interval) if interval else None)
-
-
-def _changed(type_: str, body: kopf.Body) -> bool:
-    """Whether a watch event is a change of spec (not a status write of our own)."""
-    md = body.get("metadata", {})
-    key = f"{body.get('kind')}/{md.get('namespace')}/{md.get('name')}"
-    if type_ == "DELETED":
-        _generations.pop(key, None)
-        return True
-    generation = int(md.get("generation") or 0)
-    if _generations.get(key) == generation:
-        return False
-    _generations[key] = generation
-    return True
+    # A status write of our own changes no input: the loop runs on as it was.
+    if (namespace, name) not in _loops.tasks:
+        _loops.ensure(namespace, name, float(interval) if interval else None)
+    else:
+        _loops.intervals[(namespace, name)] = float(interval) if interval else DEFAULT_INTERVAL
+        _poke_if_changed(namespace)
 
 
 @kopf.on.event(GROUP, VERSION, "webhookendpoints")
@@ -95,6 +117,36 @@ def _changed(type_: str, body: kopf.Body) -> bool:
 @kopf.on.event(GROUP, VERSION, "webhooksources")
 async def routing_event(type: str, body: kopf.Body, namespace: str | None,
                         **_: Any) -> None:
+    assert namespace is not None
+    if type == "DELETED":
+        _cache.remove(_plain(body))
+    _poke_if_changed(namespace)
+
+
+@kopf.on.event("v1", "secrets")
+async def secret_event(type: str, body: kopf.Body, namespace: str | None,
+                       labels: kopf.Labels, **_: Any) -> None:
     assert _loops is not None and namespace is not None
-    if _changed(type, body):
-        _loops.poke_namespace(namespace)
+    if type == "DELETED":
+        _cache.remove(_plain(body))
+    if "hookgate.io/gateway" in labels:  # a gateway's own keys Secret
+        _loops.reconciler.child_event(type or "", _plain(body))
+    _poke_if_changed(namespace)
+
+
+# The children a gateway's publish applies: a child deleted or edited by hand is put back
+# at once (its version is compared with the one the last apply returned).
+_CHILD_LABELS: dict[str, Any] = {"app.kubernetes.io/managed-by": "hookgate",
+                                 "hookgate.io/gateway": kopf.PRESENT}
+
+
+@kopf.on.event("v1", "configmaps", labels=_CHILD_LABELS)
+@kopf.on.event("v1", "services", labels=_CHILD_LABELS)
+@kopf.on.event("v1", "serviceaccounts", labels=_CHILD_LABELS)
+@kopf.on.event("apps", "v1", "deployments", labels=_CHILD_LABELS)
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=_CHILD_LABELS)
+@kopf.on.event("rbac.authorization.k8s.io", "v1", "roles", labels=_CHILD_LABELS)
+@kopf.on.event("rbac.authorization.k8s.io", "v1", "rolebindings", labels=_CHILD_LABELS)
+async def child_event(type: str, body: kopf.Body, **_: Any) -> None:
+    assert _loops is not None
+    _loops.reconciler.child_event(type or "", _plain(body))

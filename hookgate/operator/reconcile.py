@@ -1,9 +1,12 @@
-"""Reconciling one WebhookGateway: read its namespace, compile, apply children, report.
+"""Reconciling one WebhookGateway: read the cache, compile, apply children, report.
 
-This is the operator's one loop body. The kopf handlers only decide *when* it runs; what it
-does is here, kept free of kopf so it reads top to bottom: list objects, parse, compile
+This is the operator's one loop body. The kopf handlers only decide *when* it runs and keep
+the :class:`~hookgate.operator.cache.Cache` current; what a reconcile does is here, kept
+free of kopf so it reads top to bottom: poll the queue backlog and decide the replica
+count; if an input changed (:func:`~hookgate.operator.inputs.publish_reason`), compile
 (:func:`hookgate.model.compiler.compile_config`, the same as ``hookgate run``), build the
-desired children (pure ``build_*``), apply them, then write every object's status.
+desired children (pure ``build_*``) and apply them; then write the gateway's status, and
+every other object's status in the background, a bounded number at a time.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +24,13 @@ from hookgate.deliverer.queues.factory import open_queue
 from hookgate.model.bundle import GatewayConfig, min_replica_acks, queue_partitions
 from hookgate.model.compiler import compile_config
 from hookgate.model.problems import ManifestError, Problem
-from hookgate.model.publication import MANIFEST_KEY, Manifest, manifest_name, publish
+from hookgate.model.publication import (
+    MANIFEST_KEY,
+    Manifest,
+    Publication,
+    manifest_name,
+    publish,
+)
 from hookgate.model.resources import Resource, parse_resource
 from hookgate.operator.autoscale import Policy, Recommendation, decide_replicas
 from hookgate.operator.build import (
@@ -32,21 +41,42 @@ from hookgate.operator.build import (
     generated_secret_name,
     selector,
 )
+from hookgate.operator.cache import Cache
+from hookgate.operator.inputs import RESYNC_SECONDS, Inputs, publish_reason
 from hookgate.operator.kube import ApiError, Kube, NotFound, secret_values
-from hookgate.operator.metrics import BACKLOG_POLLS
+from hookgate.operator.metrics import BACKLOG_POLLS, PUBLISHES, STATUS_WRITES
 from hookgate.operator.status import condition, merge_conditions, now_iso, object_status
 from hookgate.signing import generate_secret
 
-__all__ = ["GatewayState", "Notify", "Reconciler"]
+__all__ = ["STATUS_WRITES_IN_FLIGHT", "GatewayState", "Notify", "Reconciler"]
 
 log = logging.getLogger("hookgate.operator")
+
+#: Status patches in flight at once, over all gateways: 10,000 changed statuses neither
+#: crowd out the API server nor the next config publish (which waits for none of them).
+STATUS_WRITES_IN_FLIGHT = 16
 
 #: notify(object, event type "Normal"|"Warning", reason, message): a Kubernetes Event.
 Notify = Callable[[Mapping[str, Any], str, str, str], Awaitable[None]]
 
+#: One object and the status it should have.
+StatusWrite = tuple[Mapping[str, Any], dict[str, Any]]
+
 
 async def _no_events(obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
     return None
+
+
+@dataclass
+class Compiled:
+    """The last compile of a gateway, kept while its inputs (but the replicas) stand."""
+
+    revision: int
+    config: GatewayConfig
+    publication: Publication  #: the config as shards and their manifest
+    endpoints: Mapping[str, Any]  #: the compiled endpoints, by namespace/name
+    problems: dict[str, list[Problem]]  #: by "Kind namespace/name"
+    gateway_problems: list[Problem]  #: the gateway's own (API keys)
 
 
 @dataclass
@@ -58,13 +88,24 @@ class GatewayState:
     backlog: int | None = None
     queue: Queue | None = None
     queue_url: str | None = None
+    dirty: asyncio.Event = field(default_factory=asyncio.Event)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # The config version in the API, and the one before it (its shards stay readable).
     published: Manifest | None = None
     before: Manifest | None = None
     pruned: str = ""  # the version whose stale shards were last deleted
     manifest_read: bool = False
-    dirty: asyncio.Event = field(default_factory=asyncio.Event)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    published_inputs: Inputs | None = None  #: the inputs of the last successful apply
+    published_at: float = 0.0
+    compiled: Compiled | None = None
+    publish_problems: list[Problem] = field(default_factory=list)
+    children_changed: bool = False  #: a child was deleted or edited by someone else
+    applied: dict[tuple[str, str], str] = field(default_factory=dict)  #: child -> version
+    deployment_replicas: int | None = None  #: status.replicas of the Deployment, watched
+    ready_endpoints: int = 0
+    ready_subscriptions: int = 0
+    statuses: asyncio.Task[bool] | None = None  #: the background status writes
+    statuses_failed: bool = False
 
 
 def _key(obj: Mapping[str, Any]) -> str:
@@ -72,61 +113,106 @@ def _key(obj: Mapping[str, Any]) -> str:
     return f"{obj['kind']} {md['namespace']}/{md['name']}"
 
 
+def child_version(obj: Mapping[str, Any]) -> str:
+    """What changes when a child's desired state changes: its generation where it has one
+    (a Deployment's status updates leave it), else its resourceVersion."""
+    md = obj.get("metadata") or {}
+    return str(md.get("generation") or md.get("resourceVersion") or "")
+
+
 class Reconciler:
-    def __init__(self, kube: Kube, *, notify: Notify = _no_events,
-                 clock: Callable[[], float] = time.time,
-                 default_image: str = DEFAULT_IMAGE) -> None:
+    def __init__(self, kube: Kube, *, cache: Cache | None = None,
+                 notify: Notify = _no_events, clock: Callable[[], float] = time.time,
+                 default_image: str = DEFAULT_IMAGE, resync: float = RESYNC_SECONDS) -> None:
         self.kube = kube
+        self.cache = cache if cache is not None else Cache()
         self.default_image = default_image
         self.notify = notify
         self.clock = clock
+        self.resync = resync
         self.states: dict[str, GatewayState] = {}
+        self._status_slots = asyncio.Semaphore(STATUS_WRITES_IN_FLIGHT)
 
     def state(self, namespace: str, name: str) -> GatewayState:
         return self.states.setdefault(f"{namespace}/{name}", GatewayState())
 
     async def forget(self, namespace: str, name: str) -> None:
         state = self.states.pop(f"{namespace}/{name}", None)
-        if state is not None and state.queue is not None:
+        if state is None:
+            return
+        if state.statuses is not None:
+            state.statuses.cancel()
+        if state.queue is not None:
             await state.queue.close()
+
+    def child_event(self, type_: str, obj: Mapping[str, Any]) -> None:
+        """A watch saw a child of a gateway: note a deletion or someone else's edit, and
+        the Deployment's replica count for the gateway's status."""
+        md = obj["metadata"]
+        gateway = (md.get("labels") or {}).get("hookgate.io/gateway")
+        state = self.states.get(f"{md['namespace']}/{gateway}")
+        if state is None:
+            return
+        key = (obj["kind"], md["name"])
+        if obj["kind"] == "Deployment" and type_ != "DELETED":
+            replicas = int((obj.get("status") or {}).get("replicas") or 0)
+            if replicas != state.deployment_replicas:
+                state.deployment_replicas = replicas
+                state.dirty.set()
+        if key in state.applied and (type_ == "DELETED"
+                                     or child_version(obj) != state.applied[key]):
+            state.children_changed = True
+            state.dirty.set()
 
     # --- the loop body ---------------------------------------------------------------
 
     async def reconcile(self, namespace: str, name: str) -> None:
         state = self.state(namespace, name)
         async with state.lock:
-            gateway = await self.kube.find("WebhookGateway", namespace, name)
+            self.cache.warmed()  # reconciles start once every watch has listed
+            gateway = self.cache.get("WebhookGateway", namespace, name)
             if gateway is None:
                 return
             await self._reconcile(gateway, state)
 
     async def _reconcile(self, gateway: dict[str, Any], state: GatewayState) -> None:
-        namespace, name = gateway["metadata"]["namespace"], gateway["metadata"]["name"]
-        gw_key = f"{namespace}/{name}"
-        now = now_iso(self.clock())
-        spec = gateway.get("spec") or {}
-        objects = {kind: await self.kube.list(kind, namespace)
-                   for kind in ("WebhookEndpoint", "Subscription", "WebhookSource")}
-        secrets = {s["metadata"]["name"]: s for s in await self.kube.list("Secret", namespace)}
-
-        resources, parse_problems = self._parse({**objects, "WebhookGateway": [gateway]},
-                                                secrets)
-        generated = await self._generated_secrets(objects["WebhookEndpoint"], name, secrets)
-        compiled = compile_config(resources, gw_key, generated)
-        problems: dict[str, list[Problem]] = {}
-        for p in [*parse_problems, *compiled.problems]:
-            problems.setdefault(f"{p.kind} {p.namespace}/{p.name}", []).append(p)
-
-        gateway_problems: list[Problem] = []
-        api_keys = self._api_keys(spec, secrets, gateway_problems)
-        config = GatewayConfig(compiled, api_keys,
-                               (spec.get("ingest") or {}).get("maxBodyBytes"),
-                               min_replica_acks(spec), queue_partitions(spec))
-
-        backlog = await self._backlog(gateway, state, secrets, gateway_problems)
+        namespace = gateway["metadata"]["namespace"]
+        now = self.clock()
+        await self.cache.resolve_secrets(namespace, self.kube.find)
+        secrets = self.cache.secrets(namespace)
+        queue_problems: list[Problem] = []
+        backlog = await self._backlog(gateway, state, secrets, queue_problems)
         replicas = await self._replicas(gateway, state, backlog)
-        mode = (spec.get("autoscaling") or {}).get("mode", "Builtin")
-        publication = publish(name, config)
+        inputs = Inputs(self.cache.revision(namespace), replicas, self.default_image)
+        reason = publish_reason(state.published_inputs, inputs, published_at=state.published_at,
+                                now=now, children_changed=state.children_changed,
+                                resync=self.resync)
+        if reason is not None:
+            await self._publish(gateway, state, replicas, reason)
+        elif state.statuses_failed and (state.statuses is None or state.statuses.done()):
+            self._start_statuses(gateway, state)  # retry what failed last time
+        compiled = state.compiled
+        await self._gateway_status(
+            gateway, [*state.publish_problems, *queue_problems],
+            compiled.problems if compiled else {}, now_iso(now), replicas, backlog, state)
+
+    async def _publish(self, gateway: dict[str, Any], state: GatewayState, replicas: int,
+                       reason: str) -> None:
+        """Compile (unless only the replica count changed), apply every child in order,
+        then start the status writes: the config goes out first, statuses after it."""
+        namespace, name = gateway["metadata"]["namespace"], gateway["metadata"]["name"]
+        state.children_changed = False
+        generated = await self._generated_secrets(
+            self.cache.objects("WebhookEndpoint", namespace), name,
+            self.cache.secrets(namespace))
+        revision = self.cache.revision(namespace)  # after the Secrets it generated
+        compiled = state.compiled
+        if compiled is None or compiled.revision != revision:
+            compiled = self._compile(gateway, revision, generated)
+            state.compiled = compiled
+        problems = list(compiled.gateway_problems)
+        mode = ((gateway.get("spec") or {}).get("autoscaling") or {}).get("mode", "Builtin")
+        publication = compiled.publication
         await self._read_manifest(namespace, name, state)
         if state.published is None or state.published.version != publication.manifest.version:
             state.before = state.published
@@ -134,7 +220,7 @@ class Reconciler:
                                   state.before)
         if mode == "KEDA":
             if not await self.kube.has_api("keda.sh/v1alpha1", "scaledobjects"):
-                gateway_problems.append(Problem(
+                problems.append(Problem(
                     "autoscaling.mode is KEDA but KEDA's ScaledObject API is not installed",
                     reason="KEDANotInstalled",
                     hint="install KEDA, or set autoscaling.mode to Builtin"))
@@ -143,25 +229,51 @@ class Reconciler:
                 if child["kind"] == "Deployment":
                     del child["spec"]["replicas"]
         applied = True
+        versions: dict[tuple[str, str], str] = {}
         for child in children:
             try:
-                await self.kube.apply(child)
+                result = await self.kube.apply(child)
+                versions[(child["kind"], child["metadata"]["name"])] = \
+                    child_version(result or {})
             except ApiError as exc:
                 applied = False
-                gateway_problems.append(Problem(
+                problems.append(Problem(
                     f"cannot apply {child['kind']} {child['metadata']['name']}: {exc}",
                     reason="ApplyFailed", hint="check the operator's RBAC and the object"))
+        state.applied = versions  # shards of older versions are no children any more
         if applied:
             state.published = publication.manifest
             await self._prune_shards(namespace, name, state)
+        PUBLISHES.labels(reason).inc()
+        state.publish_problems = problems
+        # A failed apply leaves nothing marked published: the next poll tries again.
+        state.published_inputs = (Inputs(revision, replicas, self.default_image) if applied
+                                  else None)
+        state.published_at = self.clock()
+        self._start_statuses(gateway, state)
 
-        ready_endpoints = await self._endpoint_statuses(
-            objects["WebhookEndpoint"], name, problems, now, compiled.config.endpoints)
-        ready_subs = await self._subscription_statuses(
-            objects["Subscription"], namespace, problems, now, compiled.config.endpoints)
-        await self._source_statuses(objects["WebhookSource"], name, problems, now)
-        await self._gateway_status(gateway, gateway_problems, problems, now, replicas, backlog,
-                                   ready_endpoints, ready_subs)
+    def _compile(self, gateway: dict[str, Any], revision: int,
+                 generated: Mapping[str, str]) -> Compiled:
+        namespace, name = gateway["metadata"]["namespace"], gateway["metadata"]["name"]
+        spec = gateway.get("spec") or {}
+        objects = {kind: self.cache.objects(kind, namespace)
+                   for kind in ("WebhookEndpoint", "Subscription", "WebhookSource")}
+        secrets = self.cache.secrets(namespace)
+        resources, parse_problems = self._parse({**objects, "WebhookGateway": [gateway]},
+                                                secrets)
+        compiled = compile_config(resources, f"{namespace}/{name}", dict(generated))
+        problems: dict[str, list[Problem]] = {}
+        for p in [*parse_problems, *compiled.problems]:
+            problems.setdefault(f"{p.kind} {p.namespace}/{p.name}", []).append(p)
+        gateway_problems: list[Problem] = []
+        api_keys = self._api_keys(spec, secrets, gateway_problems)
+        config = GatewayConfig(compiled, api_keys,
+                               (spec.get("ingest") or {}).get("maxBodyBytes"),
+                               min_replica_acks(spec), queue_partitions(spec))
+        log.info("gateway %s/%s: compiled revision %d (%d endpoints)", namespace, name,
+                 revision, len(compiled.config.endpoints))
+        return Compiled(revision, config, publish(name, config), compiled.config.endpoints,
+                        problems, gateway_problems)
 
     # --- config versions ----------------------------------------------------------------
 
@@ -230,7 +342,8 @@ class Reconciler:
                 value = generate_secret()
                 obj = build_endpoint_secret(ep, value)
                 try:
-                    await self.kube.create(obj)
+                    created = await self.kube.create(obj)
+                    self.cache.put({"kind": "Secret", **(created or obj)})
                     await self.notify(ep, "Normal", "SecretGenerated",
                                       f"generated signing secret in Secret {secret_name}")
                 except ApiError as exc:
@@ -336,52 +449,83 @@ class Reconciler:
 
     # --- status ----------------------------------------------------------------------------
 
-    async def _endpoint_statuses(self, endpoints: Sequence[dict[str, Any]], gateway: str,
-                                 problems: Mapping[str, list[Problem]], now: str,
-                                 compiled: Mapping[str, Any]) -> int:
-        ready = 0
-        for ep in endpoints:
+    def _start_statuses(self, gateway: Mapping[str, Any], state: GatewayState) -> None:
+        """Work out every object's status from the last compile and write the changed ones
+        in the background; statuses of an older compile still being written are dropped."""
+        if state.statuses is not None:
+            state.statuses.cancel()
+        compiled = state.compiled
+        if compiled is None:
+            return
+        writes = list(self._statuses(gateway, compiled, state))
+        state.statuses_failed = False
+        state.statuses = asyncio.create_task(
+            self._write_statuses(writes, state),
+            name=f"statuses of gateway {gateway['metadata']['namespace']}/"
+                 f"{gateway['metadata']['name']}")
+
+    def _statuses(self, gateway: Mapping[str, Any], compiled: Compiled,
+                  state: GatewayState) -> Iterator[StatusWrite]:
+        """The status each endpoint, subscription and source of this gateway should have
+        (counting the Ready ones into ``state``), read from the cache."""
+        namespace, name = gateway["metadata"]["namespace"], gateway["metadata"]["name"]
+        now = now_iso(self.clock())
+        problems, endpoints = compiled.problems, compiled.endpoints
+        state.ready_endpoints = state.ready_subscriptions = 0
+        for ep in self.cache.objects("WebhookEndpoint", namespace):
             spec = ep.get("spec") or {}
-            if (spec.get("gatewayRef") or {}).get("name", "default") != gateway:
+            if (spec.get("gatewayRef") or {}).get("name", "default") != name:
                 continue
             found = problems.get(_key(ep), [])
             extra: dict[str, Any] = {}
             if not spec.get("secretRef"):
                 extra["secretName"] = generated_secret_name(ep["metadata"]["name"])
-            status = object_status(ep, found, now, "the endpoint is in its gateway's config",
-                                   **extra)
-            ready += not found
-            await self._write_status(ep, status)
-        return ready
-
-    async def _subscription_statuses(self, subs: Sequence[dict[str, Any]], namespace: str,
-                                     problems: Mapping[str, list[Problem]], now: str,
-                                     endpoints: Mapping[str, Any]) -> int:
-        ready = 0
-        for sub in subs:
+            state.ready_endpoints += not found
+            yield ep, object_status(ep, found, now, "the endpoint is in its gateway's config",
+                                    **extra)
+        for sub in self.cache.objects("Subscription", namespace):
             found = problems.get(_key(sub), [])
             target = f"{namespace}/{((sub.get('spec') or {}).get('endpointRef') or {}).get('name')}"
             if not found and target not in endpoints:
                 continue  # routed by another gateway, which reports on it
-            status = object_status(sub, found, now, f"routes to endpoint {target}")
-            ready += not found
-            await self._write_status(sub, status)
-        return ready
-
-    async def _source_statuses(self, sources: Sequence[dict[str, Any]], gateway: str,
-                               problems: Mapping[str, list[Problem]], now: str) -> None:
-        for src in sources:
+            state.ready_subscriptions += not found
+            yield sub, object_status(sub, found, now, f"routes to endpoint {target}")
+        for src in self.cache.objects("WebhookSource", namespace):
             spec = src.get("spec") or {}
-            if (spec.get("gatewayRef") or {}).get("name", "default") != gateway:
+            if (spec.get("gatewayRef") or {}).get("name", "default") != name:
                 continue
-            await self._write_status(src, object_status(src, problems.get(_key(src), []), now,
-                                                        "the source is in its gateway's config"))
+            yield src, object_status(src, problems.get(_key(src), []), now,
+                                     "the source is in its gateway's config")
+
+    async def _write_statuses(self, writes: Sequence[StatusWrite], state: GatewayState
+                              ) -> bool:
+        """Write the statuses that changed, at most STATUS_WRITES_IN_FLIGHT at a time over
+        all gateways; a failed write is logged and retried on the next poll."""
+        pending = iter(writes)
+        errors: list[str] = []
+
+        async def worker() -> None:
+            for obj, status in pending:
+                async with self._status_slots:
+                    try:
+                        await self._write_status(obj, status)
+                    except ApiError as exc:
+                        errors.append(f"{_key(obj)}: {exc}")
+
+        await asyncio.gather(*(worker() for _ in range(min(len(writes),
+                                                             STATUS_WRITES_IN_FLIGHT))))
+        if errors:
+            state.statuses_failed = True
+            log.warning("%d status writes failed (retried on the next poll), first: %s",
+                        len(errors), errors[0])
+        return not errors
 
     async def _write_status(self, obj: Mapping[str, Any], status: dict[str, Any]) -> None:
         old = obj.get("status") or {}
         if all(old.get(k) == v for k, v in status.items()):
             return  # unchanged: write nothing, wake no watcher
         md = obj["metadata"]
+        STATUS_WRITES.inc()
         await self.kube.patch_status(obj["kind"], md["namespace"], md["name"], status)
         before: Mapping[str, Any] = next(
             (c for c in old.get("conditions", []) if c.get("type") == "Ready"), {})
@@ -392,8 +536,7 @@ class Reconciler:
 
     async def _gateway_status(self, gateway: dict[str, Any], own: Sequence[Problem],
                               problems: Mapping[str, list[Problem]], now: str, replicas: int,
-                              backlog: int | None, ready_endpoints: int, ready_subs: int
-                              ) -> None:
+                              backlog: int | None, state: GatewayState) -> None:
         md = gateway["metadata"]
         generation = int(md.get("generation") or 0)
         if own:
@@ -408,16 +551,19 @@ class Reconciler:
                              ("invalid: " + ", ".join(broken)) if broken else
                              "every endpoint, subscription and source is valid",
                              generation, now)
-        deployment = await self.kube.find("Deployment", md["namespace"],
-                                          f"hookgate-{md['name']}")
+        if state.deployment_replicas is None:  # until the watch of Deployments reports
+            deployment = await self.kube.find("Deployment", md["namespace"],
+                                              f"hookgate-{md['name']}")
+            state.deployment_replicas = int(((deployment or {}).get("status") or {})
+                                            .get("replicas") or 0)
         status = {
             "conditions": merge_conditions((gateway.get("status") or {}).get("conditions"),
                                            [ready, degraded]),
             "observedGeneration": generation,
-            "replicas": int(((deployment or {}).get("status") or {}).get("replicas") or 0),
+            "replicas": state.deployment_replicas,
             "desiredReplicas": replicas,
-            "endpoints": ready_endpoints,
-            "subscriptions": ready_subs,
+            "endpoints": state.ready_endpoints,
+            "subscriptions": state.ready_subscriptions,
             "selector": ",".join(f"{k}={v}" for k, v in selector(md["name"]).items()),
         }
         if backlog is not None:
