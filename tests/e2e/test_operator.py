@@ -594,3 +594,106 @@ async def test_keda_mode_emits_a_scaled_object_when_keda_is_installed(
     finally:
         crds.kubectl("delete", "crd", "scaledobjects.keda.sh", "--wait=false", check=False)
 
+
+# --- cost: what the operator asks of the API server -------------------------------------
+
+
+async def scrape(op: Operator) -> dict[str, float]:
+    """The operator's counters: ``name`` summed over labels, and ``name{labels}`` each."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with aiohttp.ClientSession() as http, http.get(op.metrics_url) as resp:
+        text = await resp.text()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name.endswith("_total"):
+                labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+                out[s.name] = out.get(s.name, 0) + s.value
+                out[f"{s.name}{{{labels}}}"] = s.value
+    return out
+
+
+REQUESTS = "hookgate_operator_api_requests_total"
+POLLS = "hookgate_operator_backlog_polls_total"
+
+
+async def polls_later(op: Operator, after: dict[str, float], polls: int) -> dict[str, float]:
+    """The counters once the backlog has been polled ``polls`` more times."""
+    result: dict[str, float] = await wait_for(
+        lambda: _at_least(op, POLLS, after.get(POLLS, 0) + polls), timeout=60,
+        what=f"{polls} more backlog polls", interval=0.2, ignoring=(aiohttp.ClientError,))
+    return result
+
+
+async def _at_least(op: Operator, name: str, value: float) -> Any:
+    now = await scrape(op)
+    return now if now.get(name, 0) >= value else None
+
+
+def fast_polling(text: str) -> str:
+    """The examples, with the gateway's backlog polled every second."""
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    for d in docs:
+        if d["kind"] == "WebhookGateway":
+            d["spec"]["autoscaling"]["pollingIntervalSeconds"] = 1
+    return "\n---\n".join(yaml.safe_dump(d) for d in docs)
+
+
+async def settled(crds: Kube, ns: str, op: Operator) -> dict[str, float]:
+    """Wait until the examples are Ready and a backlog poll went by without a request."""
+    for kind in ("webhookgateway/default", "webhookendpoint/local-receiver",
+                 "subscription/orders"):
+        await until(lambda k=kind: (ready(get(crds, ns, *k.split("/"))) or {}).get("status")
+                    == "True", f"{kind} to be Ready")
+
+    async def quiet() -> Any:
+        before = await polls_later(op, {}, 0)
+        after = await polls_later(op, before, 2)
+        return after if after.get(REQUESTS) == before.get(REQUESTS) else None
+
+    result: dict[str, float] = await wait_for(quiet, timeout=60,
+                                              what="a backlog poll without API requests")
+    return result
+
+
+async def test_an_idle_operator_asks_the_api_server_nothing_but_polls_the_backlog(
+    crds: Kube, ns: str, operator: Operator, redis_url: str
+) -> None:
+    apply(crds, ns, fast_polling(examples(redis_url)))
+    start = await settled(crds, ns, operator)
+    started_at = time.monotonic()
+    end = await polls_later(operator, start, 10)
+    seconds = time.monotonic() - started_at
+    requests = end[REQUESTS] - start[REQUESTS]
+    print(f"idle: {requests:g} API requests in {seconds:.1f}s and "
+          f"{end[POLLS] - start[POLLS]:g} backlog polls")
+    assert requests == 0, {k: v for k, v in end.items() if k.startswith(REQUESTS)}
+    # The status still follows the queue: the backlog poll reads it.
+    gateway = get(crds, ns, "webhookgateway", "default")
+    assert gateway is not None and gateway["status"]["backlog"] == 0
+
+
+async def test_a_changed_subscription_is_published_without_listing_anything(
+    crds: Kube, ns: str, operator: Operator, redis_url: str
+) -> None:
+    apply(crds, ns, fast_polling(examples(redis_url)))
+    before = await settled(crds, ns, operator)
+
+    def routing() -> dict[str, Any]:
+        cm = get(crds, ns, "configmap", "hookgate-default-config") or {}
+        return dict(json.loads(cm["data"]["routing.json"]))
+
+    old = routing()
+    orders = get(crds, ns, "subscription", "orders")
+    assert orders is not None
+    orders["spec"]["eventTypes"] = ["refund.issued.v2"]
+    apply(crds, ns, {k: orders[k] for k in ("apiVersion", "kind", "spec")}
+          | {"metadata": {"name": "orders"}})
+    new = await until(lambda: (r := routing()) != old and r, "the change to be published")
+    assert "refund.issued.v2" in json.dumps(new)
+    after = await scrape(operator)
+    lists = {k: after[k] - before.get(k, 0) for k in after
+             if k.startswith(REQUESTS + "{") and "verb=LIST" in k}
+    assert not any(lists.values()), lists
+    assert after["hookgate_operator_publishes_total"] > before["hookgate_operator_publishes_total"]
