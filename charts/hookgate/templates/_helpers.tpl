@@ -75,9 +75,9 @@ status; own the children of each gateway; post Events. Shared by the ClusterRole
 - apiGroups: [hookgate.io]
   resources: [webhookgateways/status, webhookendpoints/status, subscriptions/status, webhooksources/status]
   verbs: [get, patch, update]
-# Children of each gateway. Secrets: the operator reads the Secrets endpoints and gateways
-# refer to, and writes the gateway's config shards (keys in Secrets), generated endpoint
-# secrets, and deletes the shards of old config versions.
+# Children of each gateway. The operator lists and watches all of these (keeping in memory
+# only its children and the Secrets objects refer to); it writes the gateway's config shards
+# (keys in Secrets) and generated endpoint secrets, and deletes the shards of old versions.
 - apiGroups: [""]
   resources: [configmaps, secrets, services, serviceaccounts]
   verbs: [get, list, watch, create, patch, update, delete]
