@@ -697,3 +697,32 @@ async def test_a_changed_subscription_is_published_without_listing_anything(
              if k.startswith(REQUESTS + "{") and "verb=LIST" in k}
     assert not any(lists.values()), lists
     assert after["hookgate_operator_publishes_total"] > before["hookgate_operator_publishes_total"]
+
+
+async def test_a_cold_start_publishes_once_with_every_object(
+    crds: Kube, ns: str, redis_url: str, tmp_path: Path
+) -> None:
+    # Objects first, the operator after: its watches list them all before the first publish.
+    count = 60
+    docs: list[dict[str, Any] | str] = [examples(redis_url)]
+    for i in range(count):
+        docs += [{"apiVersion": GROUP, "kind": "WebhookEndpoint", "metadata": {"name": f"ep-{i}"},
+                  "spec": {"url": f"https://ep-{i}.example/"}},
+                 {"apiVersion": GROUP, "kind": "Subscription", "metadata": {"name": f"sub-{i}"},
+                  "spec": {"endpointRef": {"name": f"ep-{i}"}, "eventTypes": [f"t{i}.*"]}}]
+    apply(crds, ns, *docs)
+    op = Operator(crds, ns, tmp_path / "operator.log")
+    try:
+        await until(lambda: (ready(get(crds, ns, "webhookgateway", "default")) or {}).get(
+            "status") == "True", "the gateway to be Ready")
+        cm = get(crds, ns, "configmap", "hookgate-default-config")
+        assert cm is not None
+        routing = cm["data"]["routing.json"]
+        assert sum(f'"{ns}/ep-{i}"' in routing for i in range(count)) == count
+        metrics = await wait_for(lambda: scrape(op), timeout=30, what="the operator's metrics",
+                                 interval=0.2, ignoring=(aiohttp.ClientError,))
+        # One publish: none before the cache held everything, none for the generated
+        # Secrets or for the statuses written after it.
+        assert metrics["hookgate_operator_publishes_total"] == 1, metrics
+    finally:
+        op.stop()
