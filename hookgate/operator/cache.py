@@ -181,6 +181,22 @@ class Cache:
                 obj.setdefault("kind", SECRET)
                 self._store_secret(ns, obj)
 
+    def snapshot(self, kind: str, namespace: str) -> dict[str, dict[str, Any]]:
+        """The cached objects of a kind, to :meth:`prune` with after a fresh list."""
+        return dict(self._ns(namespace).objects[kind])
+
+    def prune(self, kind: str, namespace: str, before: Mapping[str, Mapping[str, Any]],
+              listed: set[str]) -> bool:
+        """Drop what was cached ``before`` a list began and is not in it: deleted while a
+        watch was re-listing (kopf reports no deletions then). An object the watch stored
+        after the snapshot is left alone. Whether an input of a config changed."""
+        ns = self._ns(namespace)
+        changed = False
+        for name, obj in before.items():
+            if name not in listed and ns.objects[kind].get(name) is obj:
+                changed = self.remove(obj) or changed
+        return changed
+
     # --- bookkeeping -----------------------------------------------------------------------
 
     def _store_secret(self, ns: _Namespace, obj: Mapping[str, Any]) -> bool:

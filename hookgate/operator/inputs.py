@@ -12,7 +12,8 @@ from dataclasses import dataclass
 __all__ = ["RESYNC_SECONDS", "Inputs", "publish_reason"]
 
 #: Children are applied again this often even when nothing changed, to repair what no
-#: watch reports (a ScaledObject deleted by hand, an edit while the operator was down).
+#: watch reports (a ScaledObject deleted by hand, an object deleted while a watch re-listed:
+#: the resync lists the namespace's endpoints, subscriptions and sources once).
 RESYNC_SECONDS = 600.0
 
 

@@ -202,6 +202,8 @@ class Reconciler:
         then start the status writes: the config goes out first, statuses after it."""
         namespace, name = gateway["metadata"]["namespace"], gateway["metadata"]["name"]
         state.children_changed = False
+        if reason == "resync":
+            await self._relist(namespace)
         generated = await self._generated_secrets(
             self.cache.objects("WebhookEndpoint", namespace), name,
             self.cache.secrets(namespace))
@@ -251,6 +253,15 @@ class Reconciler:
                                   else None)
         state.published_at = self.clock()
         self._start_statuses(gateway, state)
+
+    async def _relist(self, namespace: str) -> None:
+        """List the namespace's objects once, to drop any whose deletion no watch reported."""
+        for kind in ("WebhookEndpoint", "Subscription", "WebhookSource"):
+            before = self.cache.snapshot(kind, namespace)
+            listed = {o["metadata"]["name"] for o in await self.kube.list(kind, namespace)}
+            if self.cache.prune(kind, namespace, before, listed):
+                log.warning("%s: %s deleted without a watch event; dropped on the resync",
+                            namespace, kind)
 
     def _compile(self, gateway: dict[str, Any], revision: int,
                  generated: Mapping[str, str]) -> Compiled:

@@ -148,3 +148,18 @@ def test_a_secret_no_longer_referred_to_is_dropped() -> None:
     cache.put(bumped(ENDPOINT, spec={"secretRef": {"name": "other"}}))
     assert cache.secrets(NS) == {}
     assert list(cache.missing_secrets(NS)) == []  # "other" does not exist
+
+
+def test_prune_drops_what_a_fresh_list_no_longer_has_but_not_what_came_since() -> None:
+    cache = Cache()
+    cache.put(ENDPOINT)
+    cache.put(obj("WebhookEndpoint", "ghost"))
+    before = cache.snapshot("WebhookEndpoint", NS)
+    revision = cache.revision(NS)
+    cache.put(obj("WebhookEndpoint", "new"))  # the watch, while the list was under way
+    assert cache.prune("WebhookEndpoint", NS, before, {"orders"})
+    assert {o["metadata"]["name"] for o in cache.objects("WebhookEndpoint", NS)} == {
+        "orders", "new"}
+    assert cache.revision(NS) == revision + 2
+    assert not cache.prune("WebhookEndpoint", NS, cache.snapshot("WebhookEndpoint", NS),
+                           {"orders", "new"})

@@ -31,6 +31,7 @@ class RecordingApi:
         self.hold.set()
         self.version = 0
         self.statuses: dict[tuple[str, str], Mapping[str, Any]] = {}
+        self.listed: dict[str, list[str]] = {}  # what a list returns, by kind: names
 
     async def apply(self, obj: Mapping[str, Any], *, force: bool = True) -> Any:
         self.requests.append(("apply", f"{obj['kind']}/{obj['metadata']['name']}"))
@@ -53,6 +54,10 @@ class RecordingApi:
     async def find(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         self.requests.append(("get", f"{kind}/{name}"))
         return None
+
+    async def list(self, kind: str, namespace: str) -> list[dict[str, Any]]:
+        self.requests.append(("list", kind))
+        return [{"kind": kind, "metadata": meta(name)} for name in self.listed.get(kind, [])]
 
     async def has_api(self, group_version: str, plural: str) -> bool:
         return False
@@ -79,8 +84,9 @@ def populated(endpoints: int) -> Cache:
     return cache
 
 
-def reconciler(api: RecordingApi, cache: Cache) -> Reconciler:
-    return Reconciler(api, cache=cache, clock=FakeClock(1000))  # type: ignore[arg-type]
+def reconciler(api: RecordingApi, cache: Cache, clock: FakeClock | None = None) -> Reconciler:
+    return Reconciler(api, cache=cache,  # type: ignore[arg-type]
+                      clock=clock or FakeClock(1000))
 
 
 async def statuses_written(r: Reconciler) -> None:
@@ -142,3 +148,24 @@ async def test_status_writes_are_bounded_and_a_config_change_overtakes_them() ->
     api.hold.set()
     await statuses_written(r)
     assert api.most_in_flight == STATUS_WRITES_IN_FLIGHT
+
+
+async def test_the_resync_lists_once_and_drops_what_was_deleted_unseen() -> None:
+    api, cache, clock = RecordingApi(), populated(3), FakeClock(1000)
+    r = reconciler(api, cache, clock)
+    await r.reconcile(NS, "default")
+    await statuses_written(r)
+    watch_brings_back_statuses(api, cache)
+    # ep-2 was deleted while a watch re-listed: no event said so.
+    api.listed = {"WebhookEndpoint": ["ep-0", "ep-1"],
+                  "Subscription": ["sub-0", "sub-1", "sub-2"]}
+    api.requests.clear()
+    clock.advance(599)
+    await r.reconcile(NS, "default")
+    assert api.requests == []
+    clock.advance(1)
+    await r.reconcile(NS, "default")
+    assert [target for verb, target in api.requests if verb == "list"] == [
+        "WebhookEndpoint", "Subscription", "WebhookSource"]
+    assert cache.get("WebhookEndpoint", NS, "ep-2") is None
+    assert ("apply", "ConfigMap/hookgate-default-config") in api.requests
