@@ -55,9 +55,15 @@ class RecordingApi:
         self.requests.append(("get", f"{kind}/{name}"))
         return None
 
-    async def list(self, kind: str, namespace: str) -> list[dict[str, Any]]:
-        self.requests.append(("list", kind))
+    async def list(self, kind: str, namespace: str, *, label_selector: str | None = None
+                   ) -> list[dict[str, Any]]:
+        self.requests.append(("list", kind if label_selector is None else "shards"))
+        if label_selector is not None:
+            return []  # no shards of older versions to delete
         return [{"kind": kind, "metadata": meta(name)} for name in self.listed.get(kind, [])]
+
+    async def delete(self, kind: str, namespace: str, name: str) -> None:
+        self.requests.append(("delete", f"{kind}/{name}"))
 
     async def has_api(self, group_version: str, plural: str) -> bool:
         return False
@@ -166,6 +172,7 @@ async def test_the_resync_lists_once_and_drops_what_was_deleted_unseen() -> None
     clock.advance(1)
     await r.reconcile(NS, "default")
     assert [target for verb, target in api.requests if verb == "list"] == [
-        "WebhookEndpoint", "Subscription", "WebhookSource"]
+        "WebhookEndpoint", "Subscription", "WebhookSource",
+        "shards", "shards"]  # and the new version's stale shards, by label
     assert cache.get("WebhookEndpoint", NS, "ep-2") is None
     assert ("apply", "ConfigMap/hookgate-default-config") in api.requests
