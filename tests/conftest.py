@@ -15,6 +15,7 @@ from tests.support.redis_server import (
     INSTALL_HINT,
     RedisCluster,
     RedisServer,
+    Secured,
     SentinelSet,
     find_redis_server,
     start_redis_cluster,
@@ -134,3 +135,49 @@ async def receiver() -> AsyncIterator[Recorder]:
     await rec.start()
     yield rec
     await rec.stop()
+
+
+#: The Sentinels' own password in the TLS Sentinel set.
+SENTINEL_PASSWORD = "sentinel-p@ss"
+
+
+@pytest.fixture(scope="session")
+def redis_tls_secured(tmp_path_factory: pytest.TempPathFactory) -> Secured:
+    """A test CA and the ACL user shared by the TLS Sentinel set and the TLS cluster."""
+    return Secured(make_pki(tmp_path_factory.mktemp("redis-pki")), TLS_USER, TLS_PASSWORD,
+                   SENTINEL_PASSWORD)
+
+
+@pytest.fixture(scope="session")
+def redis_tls_sentinels(tmp_path_factory: pytest.TempPathFactory,
+                        redis_tls_secured: Secured) -> Iterator[SentinelSet]:
+    """A master, a replica and three Sentinels, all on TLS only: the data nodes with the ACL
+    user, the Sentinels with a password of their own."""
+    made = start_sentinel_set(_redis_binary(), tmp_path_factory.mktemp("sentinel-tls"),
+                              secured=redis_tls_secured)
+    yield made
+    made.stop()
+
+
+@pytest.fixture
+def redis_sentinel_tls_url(redis_tls_sentinels: SentinelSet) -> str:
+    """rediss+sentinel://USER:PASS@.../MASTER/0?ssl_ca_certs=...&sentinel_password=..."""
+    redis_tls_sentinels.flush()
+    return redis_tls_sentinels.url
+
+
+@pytest.fixture(scope="session")
+def redis_tls_cluster(tmp_path_factory: pytest.TempPathFactory,
+                      redis_tls_secured: Secured) -> Iterator[RedisCluster]:
+    """A Redis Cluster of 3 masters + 3 replicas with ``tls-cluster yes`` and the ACL user."""
+    made = start_redis_cluster(_redis_binary(), tmp_path_factory.mktemp("cluster-tls"),
+                               secured=redis_tls_secured)
+    yield made
+    made.stop()
+
+
+@pytest.fixture
+def redis_cluster_tls_url(redis_tls_cluster: RedisCluster) -> str:
+    """rediss+cluster://USER:PASS@SEEDS?ssl_ca_certs=... of the TLS cluster, emptied."""
+    redis_tls_cluster.flush()
+    return redis_tls_cluster.url

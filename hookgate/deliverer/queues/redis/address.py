@@ -98,10 +98,9 @@ def parse(url: str, ca_file: str | None = None) -> RedisAddress:
     if scheme == "unix":
         return RedisAddress(url, Kind.SINGLE, ())
     tls = scheme.lower().startswith("rediss")
-    netloc, _, tail = rest.partition("/")
-    path, _, query = tail.partition("?")
-    if "?" in netloc:
-        netloc, _, query = netloc.partition("?")
+    # the query first: its values (a CA bundle's path) may hold slashes
+    rest, _, query = rest.partition("?")
+    netloc, _, path = rest.partition("/")
     userinfo, at, hostlist = netloc.rpartition("@")
     username = password = None
     if at:

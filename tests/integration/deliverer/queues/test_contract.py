@@ -62,11 +62,13 @@ class Backend:
         return await self.open(visibility_timeout=0.2)
 
 
-#: Redis, reached each way the queue supports: one server, through Sentinel, over TLS with
-#: an ACL user, and a Redis Cluster; and a queue in 3 partitions on one server and on the
-#: cluster (where each lands on its own master).
+#: Redis, reached each way the queue supports: one server, through Sentinel and as a Redis
+#: Cluster, each also over TLS with an ACL user (the TLS Sentinels with a password of their
+#: own); and a queue in 3 partitions on one server and on the cluster (where each lands on
+#: its own master).
 REDIS_URLS = {"redis": "redis_url", "sentinel": "redis_sentinel_url", "tls": "redis_tls_url",
-              "cluster": "redis_cluster_url", "partitioned": "redis_url",
+              "cluster": "redis_cluster_url", "sentinel-tls": "redis_sentinel_tls_url",
+              "cluster-tls": "redis_cluster_tls_url", "partitioned": "redis_url",
               "cluster-partitioned": "redis_cluster_url"}
 #: Backends whose gateway queue is spread over 3 partitions (on one server, on the cluster).
 PARTITIONED = {"partitioned": 3, "cluster-partitioned": 3}
