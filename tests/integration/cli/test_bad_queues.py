@@ -3,10 +3,12 @@ what to do), without a traceback and without printing a password."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
+from tests.support.pki import make_pki
 from tests.support.process import run_hookgate
 from tests.support.redis_server import RedisServer
 
@@ -36,4 +38,18 @@ async def test_a_wrong_redis_password_is_reported_masked(tmp_path: Path,
     assert "check the user and password in --queue" in done.stderr
     assert "redis://nobody:***@" in done.stderr
     assert "s3cret-pw" not in done.stderr + done.stdout
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.redis
+async def test_an_untrusted_sentinel_certificate_says_what_to_check(
+        tmp_path: Path, redis_sentinel_tls_url: str) -> None:
+    other_ca = make_pki(tmp_path).write()["ca"]
+    url = re.sub(r"ssl_ca_certs=[^&]*", f"ssl_ca_certs={other_ca}", redis_sentinel_tls_url)
+    done = await run_hookgate("run", "--config", EXAMPLES, "--data-dir", str(tmp_path),
+                              "--listen", "127.0.0.1:0", "--queue", url)
+    assert done.returncode == 1, done.stderr
+    assert "the Sentinels of rediss+sentinel://hookgate:***@" in done.stderr
+    assert "the TLS handshake failed (CERTIFICATE_VERIFY_FAILED" in done.stderr
+    assert "s3cret" not in done.stderr + done.stdout
     assert "Traceback" not in done.stderr

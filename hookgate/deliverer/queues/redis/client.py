@@ -24,9 +24,10 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from hookgate.deliverer.queues.redis.address import Kind, RedisAddress
 
@@ -35,6 +36,25 @@ __all__ = ["connect"]
 
 class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     """A Sentinel-managed pool that waits for a free connection, like the single-server one."""
+
+
+class _Sentinel(Sentinel):
+    """Sentinels whose "no master found" says why: the client words it with the repr of
+    every Sentinel client and only the type of what failed. This one raises it short, with
+    the first Sentinel's own error (a TLS failure, a refused password) as its cause."""
+
+    async def discover_master(self, service_name: str) -> Any:
+        try:
+            return await super().discover_master(service_name)
+        except MasterNotFoundError:
+            for sentinel in self.sentinels:
+                try:
+                    await sentinel.ping()
+                except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+                    raise MasterNotFoundError(
+                        f"no Sentinel answered about {service_name!r}") from e
+            raise MasterNotFoundError(
+                f"no Sentinel knows a master named {service_name!r}") from None
 
 
 def connect(address: RedisAddress, *, max_connections: int, timeout: float,
@@ -57,11 +77,14 @@ def connect(address: RedisAddress, *, max_connections: int, timeout: float,
         tls = {"ssl": True, **address.ssl_options} if address.tls else {}
         sentinel_auth = {k.removeprefix("sentinel_"): v for k, v in address.options.items()
                          if k in ("sentinel_username", "sentinel_password")}
-        sentinel = Sentinel(list(address.hosts), min_other_sentinels=0,  # type: ignore[no-untyped-call]
-                            sentinel_kwargs={"socket_timeout": timeout,
-                                             "socket_connect_timeout": timeout,
-                                             **sentinel_auth, **tls},
-                            **tls)
+        # a Sentinel that fails is passed over at once for the next one (the client's
+        # default would retry it with backoff, for tens of seconds)
+        sentinel = _Sentinel(list(address.hosts), min_other_sentinels=0,  # type: ignore[no-untyped-call]
+                             sentinel_kwargs={"socket_timeout": timeout,
+                                              "socket_connect_timeout": timeout,
+                                              "retry": Retry(NoBackoff(), 0),
+                                              **sentinel_auth, **tls},
+                             **tls)
         options: dict[str, Any] = {**common, **tls}
         master: aioredis.Redis = sentinel.master_for(
             address.master, connection_pool_class=_BlockingSentinelPool,

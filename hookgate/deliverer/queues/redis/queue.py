@@ -43,6 +43,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.sentinel import MasterNotFoundError
 from redis.commands.core import AsyncScript
 from redis.exceptions import (
     AuthenticationError,
@@ -108,17 +109,28 @@ def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
+def _chain(error: BaseException) -> list[BaseException]:
+    """``error`` and what caused it, outermost first."""
+    found: list[BaseException] = []
+    seen: BaseException | None = error
+    while seen is not None and seen not in found:
+        found.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    return found
+
+
 def _root_reason(error: BaseException) -> str:
     """The most telling reason in an exception chain ("Connection refused")."""
-    seen: BaseException | None = error
-    while seen is not None:
+    for seen in _chain(error):
         if isinstance(seen, OSError) and seen.errno:
             return os.strerror(seen.errno)
-        seen = seen.__cause__ or seen.__context__
     # the client words socket errors "Error 111 connecting to HOST:PORT. ..."
-    found = re.match(r"Error (\d+) connecting", str(error))
-    if found:
-        return os.strerror(int(found.group(1)))
+    for seen in _chain(error):
+        found = re.match(r"Error (\d+) connecting", str(seen))
+        if found:
+            return os.strerror(int(found.group(1)))
+    if isinstance(error, MasterNotFoundError) and error.__cause__ is not None:
+        return str(error.__cause__)  # what the first Sentinel said
     return str(error) or type(error).__name__
 
 
@@ -129,41 +141,77 @@ def _broken_connection(error: BaseException) -> bool:
             or "'NoneType' object has no attribute 'write" in text)
 
 
-def _tls_error(error: BaseException) -> ssl.SSLError | None:
-    """The TLS error in an exception chain, if there is one."""
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, ssl.SSLError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
+def _in_chain(error: BaseException, kinds: type[BaseException] | tuple[type[BaseException], ...]
+              ) -> BaseException | None:
+    """The first exception of ``kinds`` in an exception chain, if there is one."""
+    return next((seen for seen in _chain(error) if isinstance(seen, kinds)), None)
+
+
+def _tls_failure(error: BaseException) -> str | None:
+    """Why a TLS handshake failed ("CERTIFICATE_VERIFY_FAILED: ..."), if one did. The client
+    sometimes keeps only the words of the TLS error (a Sentinel's): they are read then."""
+    tls = _in_chain(error, ssl.SSLError)
+    if isinstance(tls, ssl.SSLError):
+        return f"{tls.reason or tls}: {getattr(tls, 'verify_message', '') or tls.strerror or ''}"
+    for seen in _chain(error):
+        found = re.search(r"\[SSL: (\w+)\][^:]*: ([^(]+)", str(seen))
+        if found:
+            return f"{found.group(1)}: {found.group(2).strip()}"
     return None
+
+
+#: How a server words a refused login when the client wraps it in another error.
+_REFUSED_LOGIN = ("invalid username-password pair", "WRONGPASS", "NOAUTH", "invalid password")
 
 
 def describe_redis_error(url: str, what: str, error: BaseException, timeout: float) -> str:
     """What failed and what to do, for a Redis error met while doing ``what``."""
     where = f"Redis at {mask_url(url)}"
+    sentinels = isinstance(error, MasterNotFoundError)
+    if sentinels:
+        where = f"the Sentinels of {mask_url(url)}"
+        if error.__cause__ is None:
+            return (f"{where} answer, but {error}; check the master's name in the URL "
+                    "(redis+sentinel://HOST:PORT,.../MASTER)")
     if isinstance(error, RedisTimeoutError | TimeoutError):
         return (f"{where} did not answer {what} within {timeout:g}s; check that it is "
                 "running, not overloaded, and that --queue points at it")
     if isinstance(error, ReadOnlyError):
         return (f"{where} is a read-only replica ({what} failed); point --queue at the "
                 "primary")
-    if isinstance(error, AuthenticationError | NoPermissionError):
-        return (f"{where} refused {what} ({error}); check the user and password in --queue "
-                "and the ACL of that user")
-    tls = _tls_error(error)
+    refused = _in_chain(error, (AuthenticationError, NoPermissionError))
+    if refused is None and any(text in str(error) for text in _REFUSED_LOGIN):
+        refused = error
+    if refused is not None:
+        if sentinels:
+            return (f"{where} refused the login ({refused}); check sentinel_password (and "
+                    "sentinel_username) in the URL")
+        return (f"{where} refused {what} ({_login_reason(refused)}); check the user and "
+                "password in --queue (USER:PASS@, percent-encoded) and the ACL of that user")
+    tls = _tls_failure(error)
     if tls is not None:
-        return (f"{where}: the TLS handshake failed ({tls.reason or tls}: "
-                f"{getattr(tls, 'verify_message', '') or tls.strerror or ''}); check the "
-                "server's certificate and the CA it is checked against (ssl_ca_certs in the "
-                "URL, or spec.queue.redis.caFrom)")
+        return (f"{where}: the TLS handshake failed ({tls}); check the server's certificate "
+                "and the CA it is checked against (ssl_ca_certs in the URL, or "
+                "spec.queue.redis.caFrom)")
     if isinstance(error, RedisConnectionError | OSError | RedisClusterException):
-        return (f"{where} is unreachable ({_root_reason(error)}); check that it is running "
-                "and that --queue points at it")
+        reason = _root_reason(error)
+        hint = ""
+        if not url.lower().startswith(("rediss", "unix")) and (
+                "reset by peer" in reason or "closed by server" in reason):
+            hint = ("; if it speaks TLS only, use rediss:// (rediss+sentinel://, "
+                    "rediss+cluster://)")
+        return (f"{where} is unreachable ({reason}); check that it is running "
+                f"and that --queue points at it{hint}")
     if isinstance(error, ResponseError) and str(error).startswith("OOM"):
         return (f"{where} is out of memory ({what} failed); raise its maxmemory "
                 "(hookgate needs maxmemory-policy noeviction)")
     return f"{where} failed {what} ({error}); check the Redis server log"
+
+
+def _login_reason(error: BaseException) -> str:
+    """The server's words for a refused login, without a client's wrapping."""
+    text = str(error)
+    return text.rpartition(": ")[2] if "cannot be connected" in text else text
 
 
 def _text(value: bytes | str | None) -> str | None:

@@ -4,9 +4,12 @@ several deliverers share one gateway's stream, and dead letters outlive their ev
 from __future__ import annotations
 
 import asyncio
+import re
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -21,6 +24,7 @@ from hookgate.deliverer.queues.redis.address import mask_url
 from hookgate.deliverer.queues.redis.keys import Keys
 from hookgate.deliverer.queues.redis.partitions import PartitionedQueue
 from hookgate.deliverer.queues.redis.queue import RedisQueue
+from tests.support.pki import make_pki
 from tests.support.ports import loopback_socket, port_of
 from tests.support.queue_records import event, ok
 from tests.support.redis_server import RedisServer
@@ -253,11 +257,27 @@ async def test_an_enqueue_a_replica_confirmed_is_acknowledged(
 # -- TLS ---------------------------------------------------------------------------------------
 
 
-async def test_a_tls_server_checked_against_a_mounted_ca(redis_tls_url: str) -> None:
-    """The CA comes from a file beside the URL (a deliverer pod's mounted caFrom Secret), or
-    is missing: then the server's certificate is refused, and the error says so."""
-    url, _, query = redis_tls_url.partition("?")
-    ca = query.removeprefix("ssl_ca_certs=")
+#: Each form of Redis over TLS with an ACL user: one server, Sentinels (with a password of
+#: their own) over a master and a replica, a cluster with ``tls-cluster yes``.
+TLS_URLS = ["redis_tls_url", "redis_sentinel_tls_url", "redis_cluster_tls_url"]
+
+
+def _without_ca(url: str) -> tuple[str, str]:
+    """``url`` without its ssl_ca_certs option, and that option's value."""
+    base, _, query = url.partition("?")
+    options = urllib.parse.parse_qsl(query)
+    ca = dict(options)["ssl_ca_certs"]
+    rest = urllib.parse.urlencode([(k, v) for k, v in options if k != "ssl_ca_certs"])
+    return (f"{base}?{rest}" if rest else base), ca
+
+
+@pytest.mark.parametrize("fixture", TLS_URLS)
+async def test_a_tls_server_checked_against_a_mounted_ca(
+        request: pytest.FixtureRequest, fixture: str) -> None:
+    """The CA comes from a file beside the URL (a deliverer pod's mounted caFrom Secret,
+    HOOKGATE_REDIS_CA), or is missing: then the server's certificate is refused, and the
+    error says so."""
+    url, ca = _without_ca(request.getfixturevalue(fixture))
     queue = RedisQueue(url, gateway=GATEWAY, ca_file=ca)
     await queue.open()
     try:
@@ -270,6 +290,51 @@ async def test_a_tls_server_checked_against_a_mounted_ca(redis_tls_url: str) -> 
     assert "the TLS handshake failed (CERTIFICATE_VERIFY_FAILED" in str(refused.value)
     assert "spec.queue.redis.caFrom" in str(refused.value)
     assert "s3cret" not in str(refused.value)
+
+
+def _wrong_ca(url: str, tmp: Path) -> str:
+    other = make_pki(tmp).write()["ca"]  # a CA that signed nothing of these servers
+    return url.replace(_without_ca(url)[1], str(other))
+
+
+#: A mistake in a TLS URL, and what the error must say to check.
+TLS_MISTAKES = {
+    "wrong CA": (_wrong_ca, "the TLS handshake failed (CERTIFICATE_VERIFY_FAILED"
+                            ": certificate signature failure); check the server's "
+                            "certificate and the CA it is checked against"),
+    "plain client": (lambda url, _: url.replace("rediss", "redis", 1),
+                     "if it speaks TLS only, use rediss://"),
+    "wrong password": (lambda url, _: url.replace("s3cret-p%40ss", "s3cret-typo"),
+                       "refused PING (invalid username-password pair or user is disabled.); "
+                       "check the user and password in --queue"),
+}
+
+
+@pytest.mark.parametrize("mistake", TLS_MISTAKES)
+@pytest.mark.parametrize("fixture", TLS_URLS)
+async def test_a_tls_mistake_says_what_to_check(request: pytest.FixtureRequest, fixture: str,
+                                                mistake: str, tmp_path: Path) -> None:
+    spoil, says = TLS_MISTAKES[mistake]
+    url = spoil(request.getfixturevalue(fixture), tmp_path)
+    queue = RedisQueue(url, gateway=GATEWAY, timeout=2)
+    with pytest.raises(QueueUnavailable) as refused:
+        await queue.open()
+    message = str(refused.value)
+    assert says in message, message
+    assert "s3cret" not in message and "sentinel-p" not in message
+    assert "<redis." not in message  # no client internals
+
+
+async def test_a_wrong_sentinel_password_points_at_the_sentinels(
+        redis_sentinel_tls_url: str) -> None:
+    for url in (redis_sentinel_tls_url.replace("sentinel-p%40ss", "typo"),
+                re.sub(r"&sentinel_password=[^&]*", "", redis_sentinel_tls_url)):
+        queue = RedisQueue(url, gateway=GATEWAY, timeout=2)
+        with pytest.raises(QueueUnavailable) as refused:
+            await queue.open()
+        assert "the Sentinels of rediss+sentinel://hookgate:***@" in str(refused.value)
+        assert "check sentinel_password (and sentinel_username) in the URL" in str(
+            refused.value)
 
 
 # -- partitions ------------------------------------------------------------------------------
