@@ -35,12 +35,15 @@ __all__ = [
     "build_config_objects",
     "build_deployment",
     "build_endpoint_secret",
+    "build_keda_objects",
     "build_pdb",
+    "build_redis_auth_secret",
     "build_role",
     "build_role_binding",
     "build_scaled_object",
     "build_service",
     "build_service_account",
+    "build_trigger_authentication",
     "labels",
     "owner_reference",
 ]
@@ -83,6 +86,11 @@ class Names:
     @property
     def scaled_object(self) -> str:
         return f"hookgate-{self.gateway}"
+
+    @property
+    def redis_auth(self) -> str:
+        """The Secret and the KEDA TriggerAuthentication with the queue's credentials."""
+        return f"hookgate-{self.gateway}-redis-auth"
 
 
 def labels(gateway: str) -> dict[str, str]:
@@ -149,29 +157,15 @@ def generated_secret_name(endpoint: str) -> str:
 
 
 def _queue_env(spec: Mapping[str, Any]) -> list[Obj]:
-    """HOOKGATE_QUEUE for the deliverer; address and password for a KEDA trigger."""
+    """HOOKGATE_QUEUE for the deliverer: the URL, or a reference to its Secret."""
     redis = (spec.get("queue") or {}).get("redis") or {}
     if "url" in redis:
-        address = _address(redis["url"])
-        hosts = [f"{h}:{p}" for h, p in address.hosts] if address else []
-        env = [{"name": "HOOKGATE_QUEUE", "value": redis["url"]}]
-        if address is not None and address.kind is not Kind.SINGLE:
-            return [*env, {"name": "HOOKGATE_REDIS_ADDRESSES", "value": ",".join(hosts)}]
-        return [*env, {"name": "HOOKGATE_REDIS_ADDRESS", "value": hosts[0] if hosts else ""}]
+        return [{"name": "HOOKGATE_QUEUE", "value": redis["url"]}]
     ref = (redis.get("urlFrom") or {}).get("secretKeyRef") or {}
     if not ref:
         return []
-
-    def from_secret(env: str, key: str, optional: bool = False) -> Obj:
-        selector: Obj = {"name": ref["name"], "key": key}
-        if optional:
-            selector["optional"] = True
-        return {"name": env, "valueFrom": {"secretKeyRef": selector}}
-
-    # The Secret's optional `address` and `password` keys serve KEDA's redis-streams trigger.
-    return [from_secret("HOOKGATE_QUEUE", ref.get("key", "url")),
-            from_secret("HOOKGATE_REDIS_ADDRESS", "address", optional=True),
-            from_secret("HOOKGATE_REDIS_PASSWORD", "password", optional=True)]
+    return [{"name": "HOOKGATE_QUEUE", "valueFrom": {"secretKeyRef": {
+        "name": ref["name"], "key": ref.get("key", "url")}}}]
 
 
 #: Where a deliverer finds the CA of a TLS Redis given by ``spec.queue.redis.caFrom``.
@@ -314,33 +308,91 @@ def build_role_binding(gateway: Mapping[str, Any]) -> Obj:
                           "namespace": gateway["metadata"]["namespace"]}]}
 
 
-def build_scaled_object(gateway: Mapping[str, Any]) -> Obj:
-    """KEDA mode: the Builtin policy as a ScaledObject with a redis-streams trigger."""
+def _keda_credentials(address: RedisAddress) -> dict[str, str]:
+    """The URL's credentials by KEDA's parameter names (those it has)."""
+    found = {"username": address.username, "password": address.password,
+             "sentinelUsername": address.options.get("sentinel_username"),
+             "sentinelPassword": address.options.get("sentinel_password")}
+    return {k: v for k, v in found.items() if v}
+
+
+def _keda_address(gateway: Mapping[str, Any], queue_url: str | None) -> RedisAddress | None:
+    """The queue's address as KEDA must reach it; None when KEDA cannot be given one (no
+    URL yet, a URL that does not parse, a Unix socket)."""
+    redis = ((gateway.get("spec") or {}).get("queue") or {}).get("redis") or {}
+    url = queue_url if queue_url is not None else redis.get("url")
+    address = _address(url) if url else None
+    return address if address is not None and address.hosts else None
+
+
+def build_redis_auth_secret(gateway: Mapping[str, Any], queue_url: str | None = None
+                            ) -> Obj | None:
+    """KEDA mode: the queue URL's user and passwords as keys of their own, for KEDA's
+    TriggerAuthentication (KEDA takes them one by one, not inside a URL); None without any."""
+    address = _keda_address(gateway, queue_url)
+    credentials = _keda_credentials(address) if address else {}
+    if not credentials:
+        return None
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": _meta(gateway, Names(gateway["metadata"]["name"]).redis_auth),
+            "stringData": credentials}
+
+
+def build_trigger_authentication(gateway: Mapping[str, Any], queue_url: str | None = None
+                                 ) -> Obj | None:
+    """KEDA mode: where KEDA finds the queue's credentials and CA: Secret references only
+    (:func:`build_redis_auth_secret`, ``spec.queue.redis.caFrom``), so no password is ever in
+    the ScaledObject; None when there is nothing to give."""
+    address = _keda_address(gateway, queue_url)
+    if address is None:
+        return None
+    gw = gateway["metadata"]["name"]
+    refs = [{"parameter": key, "name": Names(gw).redis_auth, "key": key}
+            for key in _keda_credentials(address)]
+    ca = _redis_ca(gateway.get("spec") or {})
+    if address.tls and ca:
+        refs.append({"parameter": "ca", "name": ca["name"], "key": ca.get("key", "ca.crt")})
+    if not refs:
+        return None
+    return {"apiVersion": "keda.sh/v1alpha1", "kind": "TriggerAuthentication",
+            "metadata": _meta(gateway, Names(gw).redis_auth),
+            "spec": {"secretTargetRef": refs}}
+
+
+def build_scaled_object(gateway: Mapping[str, Any], queue_url: str | None = None
+                        ) -> Obj | None:
+    """KEDA mode: the Builtin policy as a ScaledObject, with KEDA's scaler for the form of
+    the queue URL (redis-streams, redis-sentinel-streams, redis-cluster-streams).
+
+    ``queue_url`` is the URL as the operator read it (from ``spec.queue.redis.urlFrom``'s
+    Secret); without it, ``spec.queue.redis.url``. Hosts, the master's name, the database and
+    TLS go in the trigger; credentials and the CA through the TriggerAuthentication. None
+    when there is no URL KEDA could use."""
+    address = _keda_address(gateway, queue_url)
+    if address is None:
+        return None
     gw = gateway["metadata"]["name"]
     namespace = gateway["metadata"]["namespace"]
     spec = gateway.get("spec") or {}
     scaling = spec.get("autoscaling") or {}
-    redis = (spec.get("queue") or {}).get("redis") or {}
-    # KEDA wants HOST:PORT (and a password) rather than a URL: the deliverer container
-    # carries them as HOOKGATE_REDIS_ADDRESS / HOOKGATE_REDIS_PASSWORD (see _queue_env).
     partitions = int((spec.get("queue") or {}).get("partitions") or 1)
-    keys = Keys(f"{namespace}/{gw}")
-    metadata: Obj = {"stream": keys.stream, "consumerGroup": CONSUMER_GROUP,
-                     "lagCount": str(scaling.get("targetBacklogPerReplica", 500)),
-                     "activationLagCount": "0", "addressFromEnv": "HOOKGATE_REDIS_ADDRESS"}
-    trigger = "redis-streams"
-    address = _address(redis["url"]) if "url" in redis else None
-    if address is not None and address.kind is not Kind.SINGLE:
-        # KEDA's Sentinel and Cluster scalers take the node list (and the master's name)
-        trigger = f"redis-{address.kind.value}-streams"
-        del metadata["addressFromEnv"]
-        metadata["addressesFromEnv"] = "HOOKGATE_REDIS_ADDRESSES"
-        if address.master is not None:
-            metadata["sentinelMaster"] = address.master
-    if address is not None and address.tls:
+    lag = int(scaling.get("targetBacklogPerReplica", 500))
+    hosts = ",".join(f"{h}:{p}" for h, p in address.hosts)
+    metadata: Obj = {"consumerGroup": CONSUMER_GROUP, "activationLagCount": "0"}
+    if address.kind is Kind.SINGLE:
+        trigger, metadata["address"] = "redis-streams", hosts
+    else:
+        trigger, metadata["addresses"] = f"redis-{address.kind.value}-streams", hosts
+    if address.master is not None:
+        metadata["sentinelMaster"] = address.master
+    if address.db:
+        metadata["databaseIndex"] = str(address.db)
+    if address.tls:
         metadata["enableTLS"] = "true"
-    if "urlFrom" in redis:
-        metadata["passwordFromEnv"] = "HOOKGATE_REDIS_PASSWORD"
+        if address.options.get("ssl_cert_reqs", "").lower() == "none":
+            metadata["unsafeSsl"] = "true"
+    auth = ({"authenticationRef": {"name": Names(gw).redis_auth}}
+            if build_trigger_authentication(gateway, queue_url) else {})
     return {
         "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
         "metadata": _meta(gateway, Names(gw).scaled_object),
@@ -356,20 +408,30 @@ def build_scaled_object(gateway: Mapping[str, Any]) -> Obj:
             # One trigger per partition (every deliverer consumes every partition). KEDA
             # scales on the largest of them, so each targets 1/P of the backlog per replica:
             # with deliveries spread evenly, as on the whole backlog.
-            "triggers": [{"type": trigger, "metadata": {
+            "triggers": [{"type": trigger, **auth, "metadata": {
                 **metadata, "stream": Keys(f"{namespace}/{gw}", p, partitions).stream,
-                "lagCount": str(max(1, int(metadata["lagCount"]) // partitions))}}
+                "lagCount": str(max(1, lag // partitions))}}
                 for p in range(partitions)],
         },
     }
 
 
+def build_keda_objects(gateway: Mapping[str, Any], queue_url: str | None = None) -> list[Obj]:
+    """KEDA mode's children, in the order they should be applied: the credentials' Secret
+    and the TriggerAuthentication before the ScaledObject that names them."""
+    built = [build_redis_auth_secret(gateway, queue_url),
+             build_trigger_authentication(gateway, queue_url),
+             build_scaled_object(gateway, queue_url)]
+    return [obj for obj in built if obj is not None]
+
+
 def build_children(gateway: Mapping[str, Any], publication: Publication, replicas: int,
-                   default_image: str = DEFAULT_IMAGE, previous: Manifest | None = None
-                   ) -> list[Obj]:
+                   default_image: str = DEFAULT_IMAGE, previous: Manifest | None = None,
+                   queue_url: str | None = None) -> list[Obj]:
     """Every child of a gateway, in the order they must be applied: the deliverers' access
     to the new shards before the manifest that names them. ``previous`` is the manifest
-    published before this one, whose shards stay readable."""
+    published before this one, whose shards stay readable. ``queue_url``: the queue URL read
+    from ``spec.queue.redis.urlFrom``'s Secret (KEDA mode needs its form)."""
     mode = ((gateway.get("spec") or {}).get("autoscaling") or {}).get("mode", "Builtin")
     *shards, manifest = build_config_objects(gateway, publication)
     children = [build_service_account(gateway), *shards,
@@ -378,5 +440,5 @@ def build_children(gateway: Mapping[str, Any], publication: Publication, replica
                 build_deployment(gateway, replicas, default_image), build_service(gateway),
                 build_pdb(gateway)]
     if mode == "KEDA":
-        children.append(build_scaled_object(gateway))
+        children += build_keda_objects(gateway, queue_url)
     return children

@@ -35,6 +35,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "Role": ("rbac.authorization.k8s.io/v1", "roles"),
     "RoleBinding": ("rbac.authorization.k8s.io/v1", "rolebindings"),
     "ScaledObject": ("keda.sh/v1alpha1", "scaledobjects"),
+    "TriggerAuthentication": ("keda.sh/v1alpha1", "triggerauthentications"),
     "WebhookGateway": (GROUP_VERSION, "webhookgateways"),
     "WebhookEndpoint": (GROUP_VERSION, "webhookendpoints"),
     "Subscription": (GROUP_VERSION, "subscriptions"),

@@ -218,15 +218,18 @@ class Reconciler:
         await self._read_manifest(namespace, name, state)
         if state.published is None or state.published.version != publication.manifest.version:
             state.before = state.published
+        # KEDA needs the form of a URL kept in a Secret (its problems are reported with the
+        # backlog's)
+        queue_url = self._queue_url(gateway.get("spec") or {}, self.cache.secrets(namespace), [])
         children = build_children(gateway, publication, replicas, self.default_image,
-                                  state.before)
+                                  state.before, queue_url=queue_url)
         if mode == "KEDA":
             if not await self.kube.has_api("keda.sh/v1alpha1", "scaledobjects"):
                 problems.append(Problem(
                     "autoscaling.mode is KEDA but KEDA's ScaledObject API is not installed",
                     reason="KEDANotInstalled",
                     hint="install KEDA, or set autoscaling.mode to Builtin"))
-                children = [c for c in children if c["kind"] != "ScaledObject"]
+                children = [c for c in children if c["apiVersion"] != "keda.sh/v1alpha1"]
             for child in children:  # KEDA's HPA owns the replica count
                 if child["kind"] == "Deployment":
                     del child["spec"]["replicas"]

@@ -119,7 +119,7 @@ NAMESPACED_RIGHTS = (
     | expand(["apps"], ["deployments/scale"], ["get", "patch", "update"])
     | expand(["policy"], ["poddisruptionbudgets"], CRUD)
     | expand(["rbac.authorization.k8s.io"], ["roles", "rolebindings"], CRUD)
-    | expand(["keda.sh"], ["scaledobjects"], CRUD)
+    | expand(["keda.sh"], ["scaledobjects", "triggerauthentications"], CRUD)
     | expand(["", "events.k8s.io"], ["events"], ["create", "patch"])
 )
 # Cluster-wide, kopf also discovers CRDs and namespaces.

@@ -97,7 +97,7 @@ status; own the children of each gateway; post Events. Shared by the ClusterRole
   verbs: [get, list, watch, create, patch, update, delete]
 # Gateways with autoscaling.mode KEDA; harmless where KEDA is not installed.
 - apiGroups: [keda.sh]
-  resources: [scaledobjects]
+  resources: [scaledobjects, triggerauthentications]
   verbs: [get, list, watch, create, patch, update, delete]
 - apiGroups: [""]
   resources: [events]

@@ -6,6 +6,8 @@ import base64
 import gzip
 from typing import Any
 
+import pytest
+
 from hookgate.model.bundle import GatewayConfig, min_replica_acks
 from hookgate.model.compiler import Compiled
 from hookgate.model.publication import Manifest, publish, read
@@ -118,7 +120,8 @@ def test_keda_mode_adds_a_scaled_object_with_the_same_policy() -> None:
     gateway = {**GATEWAY, "spec": {**GATEWAY["spec"], "autoscaling": {
         "mode": "KEDA", "minReplicas": 2, "maxReplicas": 7, "targetBacklogPerReplica": 250,
         "scaleDownStabilizationSeconds": 120}}}
-    so = by_kind(build_children(gateway, PUBLICATION, replicas=2))["ScaledObject"]
+    so = by_kind(build_children(gateway, PUBLICATION, replicas=2,
+                                queue_url="redis://r:6379/0"))["ScaledObject"]
     assert (so["spec"]["minReplicaCount"], so["spec"]["maxReplicaCount"]) == (2, 7)
     (trigger,) = so["spec"]["triggers"]
     assert trigger["type"] == "redis-streams"
@@ -128,25 +131,79 @@ def test_keda_mode_adds_a_scaled_object_with_the_same_policy() -> None:
     assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 120
 
 
-def test_keda_mode_on_sentinel_and_cluster_uses_their_scalers() -> None:
-    def trigger_for(url: str) -> tuple[dict[str, str], dict[str, str]]:
-        gateway = {**GATEWAY, "spec": {"queue": {"redis": {"url": url}},
-                                       "autoscaling": {"mode": "KEDA"}}}
-        children = by_kind(build_children(gateway, PUBLICATION, replicas=1))
-        (trigger,) = children["ScaledObject"]["spec"]["triggers"]
-        container = children["Deployment"]["spec"]["template"]["spec"]["containers"][0]
-        return trigger, {e["name"]: e.get("value") for e in container["env"]}
+def keda(url: str, queue: dict[str, Any] | None = None, from_secret: bool = True
+         ) -> dict[str, dict[str, Any]]:
+    """KEDA mode's children for a queue URL, kept in a Secret (as the operator read it) or
+    given in the spec."""
+    redis: dict[str, Any] = ({"urlFrom": {"secretKeyRef": {"name": "redis", "key": "url"}}}
+                             if from_secret else {"url": url})
+    gateway = {**GATEWAY, "spec": {"queue": {"redis": {**redis, **(queue or {})}},
+                                   "autoscaling": {"mode": "KEDA"}}}
+    return by_kind(build_children(gateway, PUBLICATION, replicas=1,
+                                  queue_url=url if from_secret else None))
 
-    trigger, env = trigger_for("rediss+sentinel://s1:26379,s2:26379/mymaster/0")
-    assert trigger["type"] == "redis-sentinel-streams"
-    assert trigger["metadata"]["sentinelMaster"] == "mymaster"
-    assert trigger["metadata"]["enableTLS"] == "true"
-    assert env["HOOKGATE_REDIS_ADDRESSES"] == "s1:26379,s2:26379"
-    trigger, env = trigger_for("redis+cluster://n1:7000,n2:7001")
-    assert trigger["type"] == "redis-cluster-streams"
-    assert trigger["metadata"]["addressesFromEnv"] == "HOOKGATE_REDIS_ADDRESSES"
-    assert "addressFromEnv" not in trigger["metadata"]
-    assert env["HOOKGATE_REDIS_ADDRESSES"] == "n1:7000,n2:7001"
+
+@pytest.mark.parametrize("from_secret", [True, False])
+def test_keda_mode_uses_the_scaler_of_each_url_form(from_secret: bool) -> None:
+    def trigger(url: str) -> dict[str, Any]:
+        (only,) = keda(url, from_secret=from_secret)["ScaledObject"]["spec"]["triggers"]
+        return only
+
+    single = trigger("redis://r.example:6380/2")
+    assert single["type"] == "redis-streams"
+    assert single["metadata"]["address"] == "r.example:6380"
+    assert single["metadata"]["databaseIndex"] == "2"
+    assert "enableTLS" not in single["metadata"] and "authenticationRef" not in single
+    sentinel = trigger("rediss+sentinel://s1:26379,s2:26379/mymaster/0")
+    assert sentinel["type"] == "redis-sentinel-streams"
+    assert sentinel["metadata"]["addresses"] == "s1:26379,s2:26379"
+    assert sentinel["metadata"]["sentinelMaster"] == "mymaster"
+    assert sentinel["metadata"]["enableTLS"] == "true"
+    assert "databaseIndex" not in sentinel["metadata"]
+    cluster = trigger("redis+cluster://n1:7000,n2:7001")
+    assert cluster["type"] == "redis-cluster-streams"
+    assert cluster["metadata"]["addresses"] == "n1:7000,n2:7001"
+    assert "sentinelMaster" not in cluster["metadata"]
+
+
+def test_keda_credentials_go_through_a_trigger_authentication_never_the_scaled_object(
+        ) -> None:
+    url = ("rediss+sentinel://app:p%40ss@s1:26379,s2:26379/mymaster"
+           "?sentinel_password=sentinel-pw")
+    children = keda(url, {"caFrom": {"secretKeyRef": {"name": "redis-tls", "key": "ca.pem"}}})
+    so, auth, secret = (children["ScaledObject"], children["TriggerAuthentication"],
+                        children["Secret"])
+    assert "p@ss" not in str(so) and "sentinel-pw" not in str(so)
+    assert {t["authenticationRef"]["name"] for t in so["spec"]["triggers"]} == {
+        "hookgate-default-redis-auth"}
+    assert auth["metadata"]["name"] == "hookgate-default-redis-auth"
+    assert {(r["parameter"], r["name"], r["key"]) for r in auth["spec"]["secretTargetRef"]} == {
+        ("username", "hookgate-default-redis-auth", "username"),
+        ("password", "hookgate-default-redis-auth", "password"),
+        ("sentinelPassword", "hookgate-default-redis-auth", "sentinelPassword"),
+        ("ca", "redis-tls", "ca.pem")}
+    assert secret["metadata"]["name"] == "hookgate-default-redis-auth"
+    assert secret["stringData"] == {"username": "app", "password": "p@ss",
+                                    "sentinelPassword": "sentinel-pw"}
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+    # applied after the gateway's other children, the ScaledObject last
+    assert [c["kind"] for c in build_children(
+        {**GATEWAY, "spec": {"queue": {"redis": {"url": url}},
+                             "autoscaling": {"mode": "KEDA"}}}, PUBLICATION, 1)][-3:] == [
+        "Secret", "TriggerAuthentication", "ScaledObject"]
+
+
+def test_keda_mode_without_credentials_or_a_usable_url_adds_no_auth() -> None:
+    plain = keda("rediss+cluster://n1:7000?ssl_ca_certs=/etc/ca.pem")
+    assert "TriggerAuthentication" not in plain
+    assert not plain["Secret"]["metadata"]["name"].endswith("-redis-auth")  # a config shard
+    assert "authenticationRef" not in plain["ScaledObject"]["spec"]["triggers"][0]
+    # a Secret not read yet, or a URL that does not parse: no ScaledObject to guess at
+    assert "ScaledObject" not in by_kind(build_children(
+        {**GATEWAY, "spec": {**GATEWAY["spec"], "autoscaling": {"mode": "KEDA"}}}, PUBLICATION, 1))
+    assert "ScaledObject" not in keda("redis+sentinel://s1:26379")
+    insecure = keda("rediss://r:6379?ssl_cert_reqs=none")["ScaledObject"]
+    assert insecure["spec"]["triggers"][0]["metadata"]["unsafeSsl"] == "true"
 
 
 def test_a_redis_ca_from_a_secret_is_mounted_read_only_with_its_path_in_env() -> None:
