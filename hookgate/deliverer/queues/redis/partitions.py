@@ -180,16 +180,7 @@ class PartitionedQueue:
         order = [(self._first + i) % n for i in range(n)]
         self._first = (self._first + 1) % n
         out, errors, answered = self._collect(order)
-        for p in order:  # what is ready now, in turn
-            if len(out) >= limit or self._closing:
-                break
-            if p in self._fetches:
-                continue
-            try:
-                out += self._own(p, await self.parts[p].fetch(limit - len(out), wait=0))
-                answered.add(p)
-            except QueueUnavailable as exc:
-                errors[p] = exc
+        await self._take_ready(order, limit, out, errors, answered)
         if not out and wait > 0 and not self._closing:  # nothing: wait on all at once
             share = max(1, limit // n)
             for p in order:
@@ -214,6 +205,38 @@ class PartitionedQueue:
             log.info("partition %d of the queue can be read again", p)
             self._away.discard(p)
         return out
+
+    async def _take_ready(self, order: list[int], limit: int, out: list[Delivery],
+                          errors: dict[int, BaseException], answered: set[int]) -> None:
+        """Lease what is ready now from every partition not already waiting, all at once:
+        each asked for its share of ``limit`` (the first in ``order`` get the remainder), and
+        asked again for what is still missing while it filled its share.
+
+        At once, not in turn: asked one after the other, a delivery waited for the round
+        trips to every other partition before its fetch returned (P - 1 round trips more than
+        with one partition, which was the p99 that 4 partitions added at 500 events/s)."""
+        candidates = [p for p in order if p not in self._fetches]
+        while candidates and len(out) < limit and not self._closing:
+            wanted = limit - len(out)
+            shares = [wanted // len(candidates) + (i < wanted % len(candidates))
+                      for i in range(len(candidates))]
+            asked = [(p, share) for p, share in zip(candidates, shares, strict=True) if share]
+            results = await asyncio.gather(
+                *(self.parts[p].fetch(share, wait=0) for p, share in asked),
+                return_exceptions=True)
+            full: list[int] = []
+            for (p, share), result in zip(asked, results, strict=True):
+                if isinstance(result, QueueUnavailable):
+                    errors[p] = result
+                elif isinstance(result, BaseException):
+                    raise result
+                else:
+                    out += self._own(p, result)
+                    answered.add(p)
+                    if len(result) >= share:  # it may have more
+                        full.append(p)
+            candidates = [p for p, share in zip(candidates, shares, strict=True)
+                          if not share] + full
 
     def _collect(self, order: list[int]
                  ) -> tuple[list[Delivery], dict[int, BaseException], set[int]]:

@@ -10,6 +10,7 @@ import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -413,7 +414,42 @@ async def test_a_busy_partition_does_not_starve_a_quiet_one(redis_url: str) -> N
         seen: list[int] = []
         for _ in range(6):
             got = await queue.fetch(5, wait=1)
+            assert len(got) <= 5
             seen += [int(d.event.id.removeprefix("evt_")) for d in got]
         assert {301, 302, 303} <= set(seen), seen  # within 30 of 303 deliveries
     finally:
+        await queue.close()
+
+
+async def test_a_fetch_asks_every_partition_at_once(redis_url: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """What is ready is asked of all partitions together, not one after the other (then a
+    delivery waited for a round trip to every other partition before its fetch returned);
+    a partition that filled its share is asked again for what is still missing."""
+    queue = PartitionedQueue(redis_url, gateway=GATEWAY, partitions=3)
+    await queue.open()
+    under_way, most, asked = 0, 0, []
+    plain_fetch = RedisQueue.fetch
+
+    async def counted(self: RedisQueue, limit: int, wait: float) -> list[Any]:
+        nonlocal under_way, most
+        under_way += 1
+        most = max(most, under_way)
+        asked.append((self.keys.partition, limit))
+        try:
+            return await plain_fetch(self, limit, wait)
+        finally:
+            under_way -= 1
+
+    monkeypatch.setattr(RedisQueue, "fetch", counted)
+    try:
+        for n in range(1, 13):  # 12 events, all in partition 1
+            await queue.parts[1].enqueue(event(n), [A])
+        got = await queue.fetch(9, wait=1)
+        assert most == 3, asked  # the first round went to the three at once
+        assert len(got) == 9 and {d.event.id for d in got} <= {f"evt_{n}" for n in range(1, 13)}
+        # partition 1 filled its share of 3, so it was asked again for the 6 still missing
+        assert (1, 6) in asked, asked
+    finally:
+        monkeypatch.undo()
         await queue.close()
