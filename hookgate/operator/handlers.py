@@ -73,17 +73,16 @@ def _plain(body: kopf.Body) -> dict[str, Any]:
     return {k: v for k, v in body.items()}
 
 
-# Every object a reconcile reads goes into the cache from an index handler: kopf runs no
-# other handler before every indexed kind has been listed and indexed, so no gateway's
-# first reconcile (started by gateway_event) can publish a config that misses objects.
-@kopf.index(GROUP, VERSION, "webhookgateways")
-@kopf.index(GROUP, VERSION, "webhookendpoints")
-@kopf.index(GROUP, VERSION, "subscriptions")
-@kopf.index(GROUP, VERSION, "webhooksources")
-@kopf.index("v1", "secrets")
-def cache_feed(body: kopf.Body, **_: Any) -> None:
-    # Index handlers see no deletions: those come to the event handlers below.
-    _cache.put(_plain(body))
+# Every object a reconcile reads goes into the cache from the event handlers below. Not
+# from kopf indexes: kopf holds every handler until each indexed object is indexed, and its
+# readiness bookkeeping then costs time in the square of the objects (minutes at 10,000).
+# A gateway's first reconcile fills its namespace's cache with one list instead
+# (Reconciler._seed), so no first publish misses objects.
+def _feed(type_: str | None, body: kopf.Body) -> None:
+    if type_ == "DELETED":
+        _cache.remove(_plain(body))
+    else:
+        _cache.put(_plain(body))
 
 
 def _poke_if_changed(namespace: str) -> None:
@@ -99,8 +98,8 @@ def _poke_if_changed(namespace: str) -> None:
 async def gateway_event(type: str, body: kopf.Body, name: str, namespace: str | None,
                         spec: kopf.Spec, **_: Any) -> None:
     assert _loops is not None and namespace is not None
+    _feed(type, body)
     if type == "DELETED":
-        _cache.remove(_plain(body))
         await _loops.stop(namespace, name)
         return
     interval = (spec.get("autoscaling") or {}).get("pollingIntervalSeconds")
@@ -118,8 +117,7 @@ async def gateway_event(type: str, body: kopf.Body, name: str, namespace: str | 
 async def routing_event(type: str, body: kopf.Body, namespace: str | None,
                         **_: Any) -> None:
     assert namespace is not None
-    if type == "DELETED":
-        _cache.remove(_plain(body))
+    _feed(type, body)
     _poke_if_changed(namespace)
 
 
@@ -127,8 +125,7 @@ async def routing_event(type: str, body: kopf.Body, namespace: str | None,
 async def secret_event(type: str, body: kopf.Body, namespace: str | None,
                        labels: kopf.Labels, **_: Any) -> None:
     assert _loops is not None and namespace is not None
-    if type == "DELETED":
-        _cache.remove(_plain(body))
+    _feed(type, body)
     if "hookgate.io/gateway" in labels:  # a gateway's own keys Secret
         _loops.reconciler.child_event(type or "", _plain(body))
     _poke_if_changed(namespace)

@@ -126,6 +126,7 @@ class Reconciler:
                  default_image: str = DEFAULT_IMAGE, resync: float = RESYNC_SECONDS) -> None:
         self.kube = kube
         self.cache = cache if cache is not None else Cache()
+        self._seeded: set[str] = set()  # namespaces whose cache was filled by a list
         self.default_image = default_image
         self.notify = notify
         self.clock = clock
@@ -169,7 +170,7 @@ class Reconciler:
     async def reconcile(self, namespace: str, name: str) -> None:
         state = self.state(namespace, name)
         async with state.lock:
-            self.cache.warmed()  # reconciles start once every watch has listed
+            await self._seed(namespace)
             gateway = self.cache.get("WebhookGateway", namespace, name)
             if gateway is None:
                 return
@@ -256,6 +257,22 @@ class Reconciler:
                                   else None)
         state.published_at = self.clock()
         self._start_statuses(gateway, state)
+
+    async def _seed(self, namespace: str) -> None:
+        """Fill the cache of a namespace with one list per kind, before its first reconcile.
+
+        The watches feed the cache as well, but an operator that starts on a namespace of
+        many objects would wait for them to hand it every object one by one: the list gives
+        the first publish every object at once. What the watches deliver later with the same
+        content moves no revision."""
+        if namespace in self._seeded:
+            return
+        for kind in ("WebhookGateway", "WebhookEndpoint", "Subscription", "WebhookSource",
+                     "Secret"):  # Secrets last: the cache keeps those the others refer to
+            for obj in await self.kube.list(kind, namespace):
+                self.cache.put(obj)
+        self._seeded.add(namespace)
+        self.cache.warmed()
 
     async def _relist(self, namespace: str) -> None:
         """List the namespace's objects once, to drop any whose deletion no watch reported."""
