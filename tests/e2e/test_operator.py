@@ -730,3 +730,106 @@ async def test_a_cold_start_publishes_once_with_every_object(
         assert metrics["hookgate_operator_publishes_total"] == 1, metrics
     finally:
         op.stop()
+
+
+SCALE = 5000  # endpoints and subscriptions: more than one ConfigMap could hold unsharded
+
+
+def create_all(kube: Kube, ns: str, docs: list[dict[str, Any]]) -> None:
+    """Create many objects fast: the API's own client, a few requests at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kubernetes.client import CustomObjectsApi
+
+    api = CustomObjectsApi(kube.api_client)
+    plurals = {"WebhookEndpoint": "webhookendpoints", "Subscription": "subscriptions"}
+
+    def create(doc: dict[str, Any]) -> None:
+        api.create_namespaced_custom_object("hookgate.io", "v1alpha1", ns,
+                                            plurals[doc["kind"]], doc)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(create, docs))
+
+
+@pytest.mark.timeout(600)
+async def test_5000_endpoints_are_published_and_the_last_subscription_delivers(
+    crds: Kube, ns: str, redis_url: str, receiver: Recorder, tmp_path: Path
+) -> None:
+    docs: list[dict[str, Any]] = []
+    for i in range(SCALE):
+        docs.append({"apiVersion": GROUP, "kind": "WebhookEndpoint",
+                     "metadata": {"name": f"scale-{i}"},
+                     "spec": {"url": receiver.url(f"/scale-{i}"),
+                              "secretRef": {"name": "local-receiver-signing"},
+                              "retry": {"schedule": ["0s", "1s"]}}})
+        docs.append({"apiVersion": GROUP, "kind": "Subscription",
+                     "metadata": {"name": f"scale-{i}"},
+                     "spec": {"endpointRef": {"name": f"scale-{i}"},
+                              "eventTypes": [f"scale.{i}"],
+                              # half with a CEL filter, as platforms use them
+                              **({"filter": f"data.n == {i}"} if i % 2 else {})}})
+    started = time.monotonic()
+    await asyncio.to_thread(create_all, crds, ns, docs)
+    print(f"created {len(docs)} objects in {time.monotonic() - started:.1f}s")
+    example = [d for d in yaml.safe_load_all(examples(redis_url)) if d]
+    for doc in example:
+        if doc["kind"] == "WebhookGateway":
+            doc["spec"]["network"] = {"allowCIDRs": ["127.0.0.0/8"]}
+    apply(crds, ns, *example)
+    # The operator starts on a namespace that holds them all, as after a restart or an
+    # upgrade: its first publish must carry every endpoint.
+    operator = Operator(crds, ns, tmp_path / "operator.log")
+    started = time.monotonic()
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        def all_published() -> bool:
+            documents = published(crds, ns)
+            return bool(documents and sum(e["key"].startswith(f"{ns}/scale-")
+                                          for e in documents[0]["endpoints"]) == SCALE)
+
+        await until(all_published, f"the config of {SCALE} endpoints to be published",
+                    timeout=300)
+        print(f"published {time.monotonic() - started:.1f}s after the operator started")
+        await until(lambda: (get(crds, ns, "webhookgateway", "default") or {}).get(
+            "status", {}).get("endpoints", 0) >= SCALE and (ready(get(
+                crds, ns, "webhookgateway", "default")) or {}).get("status") == "True",
+            "the gateway to be Ready and count every endpoint", timeout=300)
+        print(f"gateway Ready {time.monotonic() - started:.1f}s after the operator started")
+
+        kubeconfig = service_account_kubeconfig(
+            crds, ns, "hookgate-default-deliverer", tmp_path / "deliverer.kubeconfig")
+        port = unused_port()
+        log = tmp_path / "deliverer.log"
+        proc = spawn(["deliverer", "--gateway", f"{ns}/default", "--queue", redis_url,
+                      "--listen", f"127.0.0.1:{port}", "--kubeconfig", str(kubeconfig),
+                      "--log-format", "text", "--grace", "2"], log)
+        running = proc
+        async with aiohttp.ClientSession() as http:
+            async def readyz() -> bool:
+                assert running.poll() is None, log.read_text()
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
+                        return resp.status == 200
+                except aiohttp.ClientError:
+                    return False
+
+            await wait_for(readyz, timeout=60, what="the deliverer to be ready")
+            last = SCALE - 1
+            async with http.post(f"http://127.0.0.1:{port}/v1/events",
+                                 json={"type": f"scale.{last}", "data": {"n": last}}) as resp:
+                assert resp.status == 202, await resp.text()
+                event_id = (await resp.json())["id"]
+        (got,) = await receiver.wait_for(lambda r: len(r) >= 1, timeout=60)
+        assert got.path == f"/scale-{last}" and got.webhook_id == event_id
+        Webhook(EXAMPLE_SECRET).verify(got.body, got.headers)
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        operator.stop()
+        print(operator.log.read_text()[-3000:])
