@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,12 @@ class Delivery:
 
 
 class HostReceiver:
-    """An HTTP receiver on ``host``: answers every POST 204 and records it."""
+    """An HTTP receiver on ``host``: answers every POST 204 and records it. With ``delay``
+    set it answers that many seconds later (recording at once), so deliveries are in
+    flight for a while."""
 
     def __init__(self, host: str) -> None:
+        self.delay = 0.0
         self.received: list[Delivery] = []
         self.lock = threading.Lock()
         outer = self
@@ -42,6 +46,8 @@ class HostReceiver:
                                     body)
                 with outer.lock:
                     outer.received.append(delivery)
+                if outer.delay:
+                    time.sleep(outer.delay)  # a slow receiver, not a wait
                 self.send_response(204)
                 self.end_headers()
 
