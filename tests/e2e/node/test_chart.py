@@ -20,7 +20,6 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -292,19 +291,6 @@ class Load:
             if ahead > 0:
                 time.sleep(ahead)
 
-    def offer_at_once(self, count: int, clients: int = 8) -> None:
-        """Offer ``count`` events from several clients at once, as fast as pods take them."""
-        self.refresh()
-        numbers = range(self.offered, self.offered + count)
-        self.offered += count
-
-        def send(n: int) -> int | None:
-            event = {"type": "order.load", "data": {"run": self.run, "n": n}}
-            return n if post_event(self.ips[n % len(self.ips)], event) else None
-
-        with ThreadPoolExecutor(clients) as pool:
-            self.accepted.update(n for n in pool.map(send, numbers) if n is not None)
-
     def counts(self, receiver: HostReceiver, path: str) -> Counter[int]:
         return Counter(d.event["data"]["n"] for d in receiver.deliveries(path)
                        if d.event.get("type") == "order.load"
@@ -403,47 +389,3 @@ def test_scale_down_and_a_rolling_update_finish_what_is_in_flight(
     for path, (_, duplicates) in result.items():
         assert duplicates == 0, f"{duplicates} duplicate deliveries at {path}"
 
-
-@pytest.mark.timeout(480)
-def test_a_backlog_scales_up_drains_and_scales_down_without_flapping(
-        kube: Kube, restricted: str, gateway: str, receiver: HostReceiver) -> None:
-    """2,500 order events are 5,000 deliveries (local-receiver and audit); local-receiver's
-    rate limit (50/s in examples/) keeps a backlog for a while."""
-    patch_gateway(kube, restricted, {"autoscaling": {
-        "minReplicas": 1, "maxReplicas": 3, "targetBacklogPerReplica": 500,
-        "scaleDownStabilizationSeconds": 20, "pollingIntervalSeconds": 2}})
-    wait_for_blocking(lambda: rolled_out(kube, restricted, 1), timeout=120, interval=0.5,
-                      what="one Ready deliverer pod")
-    load = Load(kube, restricted, "backlog")
-    started = time.monotonic()
-    load.offer_at_once(2500)
-    posted = time.monotonic() - started
-    replicas: list[int] = []
-
-    def drained_and_down() -> bool:
-        replicas.append(int(deployment(kube, restricted)["spec"]["replicas"]))
-        done = all(load.accepted <= set(load.counts(receiver, p))
-                   for p in ("/webhooks", "/audit"))
-        return done and replicas[-1] == 1 and max(replicas) > 1
-
-    def changes() -> list[int]:
-        return [r for i, r in enumerate(replicas) if i == 0 or r != replicas[i - 1]]
-
-    try:
-        wait_for_blocking(drained_and_down, timeout=300, interval=0.5,
-                          what="the backlog to drain and the pool to scale down")
-    except WaitTimeout as exc:
-        left = {p: len(load.accepted - set(load.counts(receiver, p)))
-                for p in ("/webhooks", "/audit")}
-        raise AssertionError(f"{exc}; replicas {changes()}, undelivered {left}") from None
-    result = load.settle(receiver, timeout=10)
-    seen = changes()
-    print(f"backlog: {len(load.accepted)} events accepted in {posted:.0f}s, drained and "
-          f"scaled down {time.monotonic() - started:.0f}s after the first; replicas "
-          f"{' -> '.join(map(str, seen))}; (events, duplicates) per endpoint: {result}")
-    assert len(load.accepted) == 2500
-    peak = seen.index(max(seen))
-    assert seen[:peak + 1] == sorted(seen[:peak + 1]), \
-        f"the replica count went up and down again: {seen}"
-    assert seen[peak:] == sorted(seen[peak:], reverse=True), \
-        f"the replica count went down and up again: {seen}"
