@@ -275,7 +275,7 @@ def test_keda_mode_has_a_trigger_for_every_partition() -> None:
 
 
 def test_deliverer_pods_pass_the_restricted_pod_security_standard() -> None:
-    pod = by_kind(build_children(GATEWAY, CONFIG, replicas=1))["Deployment"]["spec"][
+    pod = by_kind(build_children(GATEWAY, PUBLICATION, replicas=1))["Deployment"]["spec"][
         "template"]["spec"]
     (container,) = pod["containers"]
     context = {**pod["securityContext"], **container["securityContext"]}
@@ -286,7 +286,7 @@ def test_deliverer_pods_pass_the_restricted_pod_security_standard() -> None:
 
 
 def test_liveness_waits_for_the_first_answer_of_a_slow_start() -> None:
-    (container,) = by_kind(build_children(GATEWAY, CONFIG, replicas=1))["Deployment"]["spec"][
+    (container,) = by_kind(build_children(GATEWAY, PUBLICATION, replicas=1))["Deployment"]["spec"][
         "template"]["spec"]["containers"]
     startup = container["startupProbe"]
     assert startup["httpGet"] == container["livenessProbe"]["httpGet"]
