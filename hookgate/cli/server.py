@@ -72,6 +72,9 @@ def add_commands(sub: Any) -> None:
     operator.add_argument("--metrics", default=env("METRICS"),
                           help="HOST:PORT to serve the operator's Prometheus metrics on "
                                "(/metrics; default: not served) [HOOKGATE_METRICS]")
+    operator.add_argument("--readiness", default=env("READINESS", "0.0.0.0:8082"),
+                          help="HOST:PORT of the readiness probe (/readyz: started, and the API "
+                               "server answers) [default: 0.0.0.0:8082]")
     log_flags(operator)
 
     recv = sub.add_parser("receive", help="a local receiver that verifies and prints deliveries")
@@ -122,10 +125,10 @@ def visibility_timeout(config: RoutingConfig, flag: float) -> float:
     return flag or max((e.timeout for e in config.endpoints.values()), default=15.0) + 30.0
 
 
-def split_listen(listen: str) -> tuple[str, int] | None:
+def split_listen(listen: str, flag: str = "--listen") -> tuple[str, int] | None:
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit():
-        print(f"error: --listen {listen!r} is not HOST:PORT, e.g. 127.0.0.1:8080",
+        print(f"error: {flag} {listen!r} is not HOST:PORT, e.g. 127.0.0.1:8080",
               file=sys.stderr)
         return None
     return host, int(port)
@@ -280,16 +283,20 @@ def cmd_operator(args: argparse.Namespace) -> int:
 
     from hookgate.logs import setup_logging
     from hookgate.operator import handlers
+    from hookgate.operator.readiness import Readiness, serve_readiness
 
     setup_logging(args.log_level, None if args.log_format == "auto" else args.log_format == "json")
     namespaces = args.namespace or [n for n in (env("NAMESPACES") or "").split(",") if n]
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig  # kopf's own login reads it too
-    handlers.OPTIONS.update(namespaced=bool(namespaces), kubeconfig=args.kubeconfig,
-                            deliverer_image=args.deliverer_image)
+    handlers.OPTIONS.update(namespaced=bool(namespaces), namespaces=namespaces,
+                            kubeconfig=args.kubeconfig, deliverer_image=args.deliverer_image)
     # kopf logs every handled watch event at INFO; ours are routine wake-ups, so only
     # warnings from it are worth a line. Our own reconcile logs say what changed.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    readiness_address = split_listen(args.readiness, "--readiness")
+    if readiness_address is None:
+        return 2
     if args.metrics:
         from prometheus_client import start_http_server
 
@@ -297,11 +304,21 @@ def cmd_operator(args: argparse.Namespace) -> int:
 
         host, _, port = args.metrics.rpartition(":")
         start_http_server(int(port), host or "0.0.0.0", registry=REGISTRY)
-    asyncio.run(kopf.operator(
-        clusterwide=not namespaces, namespaces=namespaces,
-        liveness_endpoint=f"http://{args.liveness}/healthz",
-        # One operator replica (Deployment strategy Recreate); no peering objects needed.
-        standalone=True))
+
+    async def main() -> None:
+        started = asyncio.Event()  # kopf sets it once its start-up handlers have run
+        readiness = Readiness(handlers.api_answers, started=started)
+        runner = await serve_readiness(readiness, *readiness_address)
+        try:
+            await kopf.operator(
+                clusterwide=not namespaces, namespaces=namespaces,
+                liveness_endpoint=f"http://{args.liveness}/healthz", ready_flag=started,
+                # One operator replica (Deployment strategy Recreate); no peering objects.
+                standalone=True)
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(main())
     return 0
 
 

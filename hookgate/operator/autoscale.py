@@ -1,5 +1,11 @@
 """Replicas from queue backlog: the Builtin autoscaler's policy, as pure functions.
 
+The backlog is the work the pool has (:func:`outstanding`): deliveries ready now and those
+leased to a deliverer but not finished. Ready alone swings while a backlog drains, as
+deliverers lease batches of it (on a real node readings swung between 0 and 45 while a
+backlog drained), and a window of low readings scaled the pool down just before the next
+reading scaled it up again.
+
 desired = ceil(backlog / targetBacklogPerReplica), clamped to [min, max]. Up at once: a
 traffic peak needs capacity now. Down only to the highest recommendation seen within the
 stabilization window (as the HorizontalPodAutoscaler does), so a lull between bursts does
@@ -12,7 +18,16 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["Decision", "Policy", "Recommendation", "decide_replicas", "recommend"]
+from hookgate.deliverer.queues.base import Depth
+
+__all__ = ["Decision", "Policy", "Recommendation", "decide_replicas", "outstanding", "recommend"]
+
+
+def outstanding(depth: Depth) -> int:
+    """Deliveries waiting (ready now, retries due) or in flight (leased, not finished):
+    what the pool still has to do, whichever deliverer holds it. Delayed retries wait for
+    their time, not for capacity, and are not counted."""
+    return depth.ready + depth.leased
 
 
 @dataclass(frozen=True)

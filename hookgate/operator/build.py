@@ -221,6 +221,11 @@ def build_deployment(gateway: Mapping[str, Any], replicas: int,
         "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"},
                            "periodSeconds": 5, "failureThreshold": 2},
+        # Liveness starts once the deliverer first answers: a start slowed by a busy node
+        # (Python imports, config and queue on 2 shared cores took over 30 s) is not killed
+        # as a hung process and restarted into a loop.
+        "startupProbe": {"httpGet": {"path": "/healthz", "port": "http"},
+                         "periodSeconds": 2, "failureThreshold": 90},
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"},
                           "periodSeconds": 10, "failureThreshold": 3},
         "securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": False,

@@ -19,12 +19,13 @@ from hookgate.operator.kube import Kube
 from hookgate.operator.loops import DEFAULT_INTERVAL, Loops
 from hookgate.operator.reconcile import Reconciler
 
-__all__ = ["OPTIONS"]
+__all__ = ["OPTIONS", "api_answers"]
 
 GROUP, VERSION = "hookgate.io", "v1alpha1"
 
 #: Set by ``hookgate operator`` before kopf starts.
-OPTIONS: dict[str, Any] = {"namespaced": False, "kubeconfig": None, "deliverer_image": None}
+OPTIONS: dict[str, Any] = {"namespaced": False, "namespaces": [], "kubeconfig": None,
+                           "deliverer_image": None}
 
 _loops: Loops | None = None
 _cache = Cache()
@@ -61,6 +62,15 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     if OPTIONS["deliverer_image"]:
         reconciler.default_image = OPTIONS["deliverer_image"]
     _loops = Loops(reconciler)
+
+
+async def api_answers() -> None:
+    """Raise unless the API server answers the operator (its readiness check): a list of
+    WebhookGateways where it watches, with its own credentials."""
+    if _loops is None:
+        raise RuntimeError("the operator has not started")
+    namespaces = OPTIONS["namespaces"]
+    await _loops.reconciler.kube.can_list_gateways(namespaces[0] if namespaces else None)
 
 
 @kopf.on.cleanup()

@@ -90,7 +90,8 @@ class Kube:
 
     async def _call(self, method: str, path: str, *, body: Any = None,
                     content_type: str = "application/json",
-                    query: list[tuple[str, str]] | None = None) -> Any:
+                    query: list[tuple[str, str]] | None = None,
+                    request_timeout: float = 60) -> Any:
         resource = _resource(path)
         collection = method == "GET" and path.rstrip("/").endswith(resource)
         API_REQUESTS.labels("LIST" if collection else method, resource).inc()
@@ -100,7 +101,7 @@ class Kube:
                 header_params={"Content-Type": content_type, "Accept": "application/json"},
                 auth_settings=["BearerToken"])
             resp = self.client.call_api(method_, url, header_params=headers, body=body,
-                                        _request_timeout=60)
+                                        _request_timeout=request_timeout)
             raw: bytes = resp.read()  # type: ignore[no-untyped-call]
             if resp.status == 404:
                 raise NotFound(path)
@@ -157,6 +158,14 @@ class Kube:
         await self._call("PATCH", _path(kind, namespace, name, "scale"),
                          body={"spec": {"replicas": replicas}},
                          content_type="application/merge-patch+json")
+
+    async def can_list_gateways(self, namespace: str | None) -> None:
+        """Raise unless the API server lets us list WebhookGateways (in ``namespace``, or in
+        every namespace for None) within 5 s: what the readiness probe asks."""
+        plural = KINDS["WebhookGateway"][1]
+        where = f"/namespaces/{namespace}" if namespace else ""
+        await self._call("GET", f"/apis/{GROUP_VERSION}{where}/{plural}",
+                         query=[("limit", "1")], request_timeout=5)
 
     async def has_api(self, group_version: str, plural: str) -> bool:
         """Whether the API server serves this resource (e.g. KEDA's ScaledObjects)."""

@@ -32,7 +32,7 @@ from hookgate.model.publication import (
     publish,
 )
 from hookgate.model.resources import Resource, parse_resource
-from hookgate.operator.autoscale import Policy, Recommendation, decide_replicas
+from hookgate.operator.autoscale import Policy, Recommendation, decide_replicas, outstanding
 from hookgate.operator.build import (
     DEFAULT_IMAGE,
     SHARD_LABEL,
@@ -423,7 +423,8 @@ class Reconciler:
     async def _backlog(self, gateway: Mapping[str, Any], state: GatewayState,
                        secrets: Mapping[str, dict[str, Any]], problems: list[Problem]
                        ) -> int | None:
-        """Deliveries waiting (ready now, retries due); None when the queue cannot be read."""
+        """Deliveries waiting or in flight (:func:`outstanding`); None when the queue cannot be
+        read."""
         namespace, name = gateway["metadata"]["namespace"], gateway["metadata"]["name"]
         url = self._queue_url(gateway.get("spec") or {}, secrets, problems)
         if url is None:
@@ -445,8 +446,8 @@ class Reconciler:
                                     hint="check spec.queue and that Redis is reachable from "
                                          "the operator"))
             return None
-        state.backlog = depth.ready
-        return depth.ready
+        state.backlog = outstanding(depth)
+        return state.backlog
 
     async def _replicas(self, gateway: Mapping[str, Any], state: GatewayState,
                         backlog: int | None) -> int:

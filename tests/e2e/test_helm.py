@@ -144,7 +144,8 @@ def test_namespaced_install_runs_the_examples_with_the_charts_own_rbac(
     with log.open("wb") as sink:
         proc = subprocess.Popen(
             [sys.executable, "-m", "hookgate", "operator", "--namespace", namespace,
-             "--liveness", f"127.0.0.1:{unused_port()}", "--log-format", "text"],
+             "--liveness", f"127.0.0.1:{unused_port()}",
+             "--readiness", f"127.0.0.1:{unused_port()}", "--log-format", "text"],
             stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT,
             env={**os.environ, "KUBECONFIG": str(config)})
     try:

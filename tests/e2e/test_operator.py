@@ -64,6 +64,8 @@ class Operator:
                     namespace,
                     "--liveness",
                     f"127.0.0.1:{unused_port()}",
+                    "--readiness",
+                    f"127.0.0.1:{unused_port()}",
                     "--log-format",
                     "text",
                     "--metrics",

@@ -170,13 +170,15 @@ def test_default_install_is_a_cluster_wide_operator(helm: str) -> None:
         "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
         "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
-    # The probe hits the port `hookgate operator --liveness` listens on.
-    [liveness] = [a for a in container["args"] if a.startswith("--liveness=")]
-    port = int(liveness.rsplit(":", 1)[1])
-    probe = container["livenessProbe"]["httpGet"]
-    assert probe["path"] == "/healthz"
-    [named] = [p for p in container["ports"] if p["name"] == probe["port"]]
-    assert named["containerPort"] == port
+    # Each probe hits the port `hookgate operator --liveness` / `--readiness` listens on.
+    for flag, probe_key, path in (("--liveness=", "livenessProbe", "/healthz"),
+                                  ("--readiness=", "readinessProbe", "/readyz")):
+        [arg] = [a for a in container["args"] if a.startswith(flag)]
+        port = int(arg.rsplit(":", 1)[1])
+        probe = container[probe_key]["httpGet"]
+        assert probe["path"] == path
+        [named] = [p for p in container["ports"] if p["name"] == probe["port"]]
+        assert named["containerPort"] == port
     # The read-only root filesystem leaves a scratch /tmp.
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
 

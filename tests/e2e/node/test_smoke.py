@@ -3,13 +3,10 @@ their service account, and a gateway pod delivers, signed, to a receiver on the 
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import yaml
@@ -19,6 +16,7 @@ from tests.support.waiting import wait_for_blocking
 
 from ..kubeutil import Kube
 from .conftest import Node
+from .hostside import HostReceiver
 
 SECRET = "whsec_aG9va2dhdGUgbm9kZSBzbW9rZSB0ZXN0IQ=="
 # What the `restricted` Pod Security Standard asks of every container.
@@ -72,38 +70,6 @@ def test_pod_authenticates_to_the_api_with_its_service_account(
 def phase(kube: Kube, namespace: str, pod: str) -> str:
     out = kube.kubectl("get", "pod", "-n", namespace, pod, "-o", "jsonpath={.status.phase}")
     return out.stdout
-
-
-class HostReceiver:
-    """An HTTP receiver on the host's address of the node's link, where pods reach it."""
-
-    def __init__(self, host: str) -> None:
-        self.received: list[tuple[dict[str, str], bytes]] = []
-        self.lock = threading.Lock()
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with outer.lock:
-                    outer.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer((host, 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> HostReceiver:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -183,12 +149,7 @@ def test_gateway_pod_becomes_ready_and_delivers_to_the_host(
     with urllib.request.urlopen(req, timeout=10) as resp:
         assert resp.status == 202, resp.read()
 
-    def delivered() -> list[tuple[dict[str, str], bytes]]:
-        with receiver.lock:
-            return list(receiver.received)
-
-    got = wait_for_blocking(delivered, timeout=30, interval=0.2,
+    got = wait_for_blocking(receiver.deliveries, timeout=30, interval=0.2,
                             what="the delivery at the host's receiver")
-    headers, body = got[0]
-    Webhook(SECRET).verify(body, headers)  # raises if the signature does not verify
-    assert json.loads(body)["data"] == {"id": 42}
+    Webhook(SECRET).verify(got[0].body, got[0].headers)  # raises if it does not verify
+    assert got[0].event["data"] == {"id": 42}

@@ -272,3 +272,22 @@ def test_keda_mode_has_a_trigger_for_every_partition() -> None:
     assert all(s.startswith("hookgate:{shop/default#") for s in streams[1:])
     # KEDA scales on the largest trigger: each targets a third of the default 500 per replica
     assert {t["metadata"]["lagCount"] for t in so["spec"]["triggers"]} == {"166"}
+
+
+def test_deliverer_pods_pass_the_restricted_pod_security_standard() -> None:
+    pod = by_kind(build_children(GATEWAY, PUBLICATION, replicas=1))["Deployment"]["spec"][
+        "template"]["spec"]
+    (container,) = pod["containers"]
+    context = {**pod["securityContext"], **container["securityContext"]}
+    assert context["runAsNonRoot"] is True
+    assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_liveness_waits_for_the_first_answer_of_a_slow_start() -> None:
+    (container,) = by_kind(build_children(GATEWAY, PUBLICATION, replicas=1))["Deployment"]["spec"][
+        "template"]["spec"]["containers"]
+    startup = container["startupProbe"]
+    assert startup["httpGet"] == container["livenessProbe"]["httpGet"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 120
