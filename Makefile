@@ -120,8 +120,10 @@ lint-chart: ## helm lint (default and all-features values); generated files up t
 
 # --- benchmarks (docs/benchmarks.md; code in tests/bench/, never collected by pytest) ------
 BENCH_QUICK_OUT ?= build/bench
+# 15 minutes for the default sizes; give more with --with-30k (e.g. 1800).
+BENCH_OPERATOR_TIMEOUT ?= 900
 
-.PHONY: bench bench-quick bench-deps bench-startup
+.PHONY: bench bench-quick bench-deps bench-startup bench-operator
 
 bench-deps: venv ## nginx-light (the benchmarks' sink) and redis-server; without nginx a slower Python sink is used
 	@command -v redis-server >/dev/null || $(MAKE) system-deps
@@ -141,3 +143,9 @@ bench-quick: bench-deps ## the same measurements, smaller, in under two minutes;
 bench-startup: venv ## hookgate validate/load/ready/reload with 10,000 endpoints + subscriptions, 3 runs (a few minutes)
 	@mkdir -p $(BENCH_QUICK_OUT)
 	timeout 900 $(BIN)/python tests/bench/bench_startup.py --out-json $(BENCH_QUICK_OUT)/startup.json
+
+bench-operator: venv k8s-binaries ## the operator on a private control plane: 1,000 and 10,000 endpoints + subscriptions (BENCH_OPERATOR_ARGS=--with-30k adds 30,000); at most 15 minutes
+	@command -v redis-server >/dev/null || $(MAKE) system-deps
+	@mkdir -p $(BENCH_QUICK_OUT)
+	timeout $(BENCH_OPERATOR_TIMEOUT) $(BIN)/python tests/bench/bench_operator.py --out-json $(BENCH_QUICK_OUT)/operator.json \
+	  --plot $(BENCH_QUICK_OUT)/bench-operator.png $(BENCH_OPERATOR_ARGS)
