@@ -350,17 +350,25 @@ def measure_size(cluster: Cluster, redis: Redis, api_client: Any, n: int, args: 
     deliverer: subprocess.Popen[bytes] | None = None
     try:
         deadline = started + args.ready_timeout
-        last: dict[str, Any] = {}
+        last: dict[str, Any] = {"condition": {}, "endpoints": None}
+        failing_since: float | None = None  # the same Ready=False for that long: given up
         while True:
             if operator.poll() is not None:
                 raise RuntimeError("the operator exited:\n" + op_log.read_text()[-3000:])
             with contextlib.suppress(client.exceptions.ApiException):
                 gw = gateway()
-                last = {"condition": ready_condition(gw),
-                        "endpoints": (gw.get("status") or {}).get("endpoints")}
-                if last["condition"].get("status") == "True" and last["endpoints"] == n:
+                now: dict[str, Any] = {"condition": ready_condition(gw),
+                                       "endpoints": (gw.get("status") or {}).get("endpoints")}
+                if now["condition"].get("status") == "True" and now["endpoints"] == n:
+                    last = now
                     break
-            if time.perf_counter() > deadline:
+                failing = now["condition"].get("status") == "False"
+                if not failing or now["condition"] != last["condition"]:
+                    failing_since = time.perf_counter() if failing else None
+                last = now
+            if time.perf_counter() > deadline or (
+                    failing_since is not None
+                    and time.perf_counter() - failing_since > args.give_up_after):
                 break
             time.sleep(0.25)
         ready_at = time.time()
@@ -460,7 +468,8 @@ def start_deliverer(cluster: Cluster, redis: Redis, namespace: str, n: int, work
     tell its imports apart from reading and compiling the config."""
     proc, url, spawned_wall, ready_s = spawn_deliverer(cluster, redis, namespace, work, "main")
     status = proc_status(proc.pid)
-    lines = (work / "deliverer-main.log").read_text().splitlines()
+    # The log goes to stderr.
+    lines = (work / "deliverer-main.err").read_text().splitlines()
     stamps = [t for t in map(log_time, lines) if t is not None]
     d: dict[str, Any] = {"ready_s": ready_s, "rss": status["VmRSS"], "hwm": status["VmHWM"],
                          "cpu_s": cpu_seconds(proc.pid)}
@@ -639,6 +648,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds of quiet before the idle count")
     p.add_argument("--ready-timeout", type=float, default=240,
                    help="seconds the gateway gets to be Ready per size")
+    p.add_argument("--give-up-after", type=float, default=60,
+                   help="seconds of one unchanged Ready=False before a size is given up")
     p.add_argument("--change-timeout", type=float, default=30,
                    help="seconds one change gets to reach the deliverer")
     p.add_argument("--threads", type=int, default=8, help="threads creating objects")
