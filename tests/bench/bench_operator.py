@@ -75,6 +75,15 @@ OPERATOR_NS = "hookgate-bench"
 OPERATOR_SA = "hookgate-operator"
 OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NS}:{OPERATOR_SA}"
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+# The source tree whose operator and deliverer are measured (--tree); its crds/ are applied.
+TREE = ROOT
+
+
+def tree_env(**extra: str) -> dict[str, str]:
+    """The environment of a child that must import ``hookgate`` from ``TREE``."""
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": str(TREE) + (os.pathsep + path if path else ""),
+            **extra}
 # Targets of issue #16, at 30,000 endpoints + 30,000 subscriptions.
 TARGETS = {"ready_s": 60.0, "change_p99_s": 2.0, "idle_rps": 1.0, "rss_mb": 500.0}
 
@@ -345,7 +354,7 @@ def measure_size(cluster: Cluster, redis: Redis, api_client: Any, n: int, args: 
          "--log-format", "json"],
         # KUBECONFIG as well: kopf's own login reads the client's default location, fixed
         # when `kubernetes` is imported, before --kubeconfig is put in the environment.
-        cwd=ROOT, env={**os.environ, "KUBECONFIG": str(operator_kubeconfig)},
+        cwd=TREE, env=tree_env(KUBECONFIG=str(operator_kubeconfig)),
         stdout=op_log.open("wb"), stderr=subprocess.STDOUT)
     deliverer: subprocess.Popen[bytes] | None = None
     try:
@@ -372,6 +381,7 @@ def measure_size(cluster: Cluster, redis: Redis, api_client: Any, n: int, args: 
                 break
             time.sleep(0.25)
         ready_at = time.time()
+        result["ready_wait_s"] = time.perf_counter() - started
         result["ready"] = last["condition"].get("status") == "True" and last["endpoints"] == n
         result["ready_condition"] = last
         result["operator_status_at_ready"] = proc_status(operator.pid)
@@ -440,7 +450,8 @@ def spawn_deliverer(cluster: Cluster, redis: Redis, namespace: str, work: Path, 
         [sys.executable, *python_flags, "-m", "hookgate", "deliverer", "--gateway",
          f"{namespace}/default", "--queue", redis.url, "--listen", f"127.0.0.1:{port}",
          "--kubeconfig", str(kubeconfig), "--log-format", "json", "--grace", "2"],
-        cwd=ROOT, stdout=dlog.open("wb"), stderr=(work / f"deliverer-{tag}.err").open("wb"))
+        cwd=TREE, env=tree_env(), stdout=dlog.open("wb"),
+        stderr=(work / f"deliverer-{tag}.err").open("wb"))
     deadline = spawned + 300
     while http_json("GET", url + "/readyz", timeout=2)[0] != 200:
         if proc.poll() is not None or time.perf_counter() > deadline:
@@ -545,11 +556,12 @@ def table(results: list[dict[str, Any]]) -> str:
                 cells.append("-")
         rows.append((name, cells))
 
-    row("create 2N objects (8 threads)", lambda r: f"{r['create_s']:.0f} s "
+    row("create 2N objects", lambda r: f"{r['create_s']:.0f} s "
         f"({r['create_per_s']:.0f}/s)")
     row("operator start → gateway Ready, endpoints = N",
         lambda r: f"{r['ready_s']:.1f} s" if r["ready"] else
-        f"not Ready in time: {r['ready_condition']['condition'].get('reason', '?')}")
+        f"not Ready in {r['ready_wait_s']:.0f} s: "
+        + (r["ready_condition"]["condition"].get("reason") or "no gateway status yet"))
     row("operator requests until then", lambda r: f"{r['startup_requests']:,}")
     row("operator CPU until then", lambda r: f"{r['operator_cpu_at_ready_s']:.1f} s")
     row("change → deliverer routes it, p50 (p99)",
@@ -559,7 +571,8 @@ def table(results: list[dict[str, Any]]) -> str:
         lambda r: f"{r['changes']['from_stored_s']['p50']:.2f} s "
                   f"({r['changes']['from_stored_s']['p99']:.2f} s)")
     row("changes not served in time", lambda r: f"{r['changes']['failures']}")
-    row("operator requests/s while idle", lambda r: f"{r['idle']['operator_rps']:.2f}")
+    row("operator requests/s while idle (or still busy: not Ready)",
+        lambda r: f"{r['idle']['operator_rps']:.2f}")
     row("operator CPU while idle",
         lambda r: f"{r['idle']['operator_cpu_s'] / r['idle']['seconds'] * 100:.0f} %")
     row("deliverer requests/s while idle", lambda r: f"{r['idle']['deliverer_rps']:.2f}")
@@ -571,7 +584,7 @@ def table(results: list[dict[str, Any]]) -> str:
     row("of which imports (-X importtime, another spawn)",
         lambda r: f"{r['deliverer']['imports_s']:.2f} s of "
                   f"{r['deliverer']['importtime_ready_s']:.2f} s")
-    row("deliverer CPU until ready", lambda r: f"{r['deliverer']['cpu_s']:.2f} s")
+    row("deliverer CPU seconds until ready", lambda r: f"{r['deliverer']['cpu_s']:.2f} s")
     row("deliverer VmRSS once ready", lambda r: mib(r["deliverer"]["rss"]))
     lines = ["| figure | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     lines += [f"| {name} | " + " | ".join(cells) + " |" for name, cells in rows]
@@ -603,28 +616,52 @@ def targets(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def plot(results: list[dict[str, Any]], path: Path, label: str = "") -> None:
+def figures(r: dict[str, Any]) -> dict[str, float | None]:
+    """The figures that grow with N, for the plot and the prediction."""
+    hwm = (r.get("operator_status_idle") or {}).get("VmHWM")
+    return {
+        "ready_s": r.get("ready_s"),
+        "change_p99_s": ((r.get("changes") or {}).get("from_apply_s") or {}).get("p99"),
+        "idle_rps": (r.get("idle") or {}).get("operator_rps"),
+        "rss_mb": hwm / 1e6 if hwm else None,
+        "deliverer_ready_s": (r.get("deliverer") or {}).get("ready_s"),
+    }
+
+
+def predict(results: list[dict[str, Any]], at: int = 100_000) -> dict[str, dict[str, float]]:
+    """Each figure at ``at`` endpoints, on the power law through the two largest sizes that
+    have it (slope 1 is linear, 0 flat)."""
+    import math
+
+    out: dict[str, dict[str, float]] = {}
+    for key in figures(results[0]):
+        pts = sorted((r["endpoints"], v) for r in results
+                     if (v := figures(r)[key]) is not None and v > 0)
+        if len(pts) < 2:
+            continue
+        (n1, y1), (n2, y2) = pts[-2], pts[-1]
+        slope = math.log(y2 / y1) / math.log(n2 / n1)
+        out[key] = {"slope": slope, "from_n": n2, "predicted": y2 * (at / n2) ** slope}
+    return out
+
+
+def plot(series: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    """Cost against N, one line per labelled run (e.g. before and after a change)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ns = [r["endpoints"] for r in results]
-    panels = [
-        ("operator start → Ready (s)", [r.get("ready_s") for r in results], TARGETS["ready_s"]),
-        ("change → deliverer, p99 (s)",
-         [((r.get("changes") or {}).get("from_apply_s") or {}).get("p99") for r in results],
-         TARGETS["change_p99_s"]),
-        ("operator requests/s, idle", [(r.get("idle") or {}).get("operator_rps")
-                                       for r in results], TARGETS["idle_rps"]),
-        ("operator peak RSS (MB)", [((r.get("operator_status_idle") or {}).get("VmHWM") or 0)
-                                    / 1e6 or None for r in results], TARGETS["rss_mb"]),
-    ]
+    panels = [("ready_s", "operator start → Ready (s)", TARGETS["ready_s"]),
+              ("change_p99_s", "change → deliverer, p99 (s)", TARGETS["change_p99_s"]),
+              ("idle_rps", "operator requests/s, idle", TARGETS["idle_rps"]),
+              ("rss_mb", "operator peak RSS (MB)", TARGETS["rss_mb"])]
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
-    for ax, (title, ys, target) in zip(axes, panels, strict=True):
-        pts = [(x, y) for x, y in zip(ns, ys, strict=True) if y is not None]
-        if pts:
-            ax.plot(*zip(*pts, strict=True), marker="o", label=label or "measured")
+    for ax, (key, title, target) in zip(axes, panels, strict=True):
+        for label, results in series.items():
+            pts = [(r["endpoints"], v) for r in results if (v := figures(r)[key]) is not None]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", label=label)
         ax.axhline(target, color="red", linestyle="--", linewidth=1, label="target at 30,000")
         ax.set_xscale("log")
         ax.set_xlabel("endpoints (+ as many subscriptions)")
@@ -652,11 +689,31 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds of one unchanged Ready=False before a size is given up")
     p.add_argument("--change-timeout", type=float, default=30,
                    help="seconds one change gets to reach the deliverer")
-    p.add_argument("--threads", type=int, default=8, help="threads creating objects")
+    p.add_argument("--threads", type=int, default=16, help="threads creating objects")
+    p.add_argument("--tree", type=Path, default=ROOT,
+                   help="source tree whose operator and deliverer to run (e.g. a `git "
+                        "worktree` of another branch; default: this one)")
     p.add_argument("--out-json", type=Path, help="write every figure here")
     p.add_argument("--plot", type=Path, help="draw cost against N to this PNG")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    p.add_argument("--compare", action="append", default=[], metavar="LABEL=JSON",
+                   help="with --plot and no run (--sizes ''): plot earlier --out-json files "
+                        "side by side, e.g. before=a.json --compare after=b.json")
     args = p.parse_args(argv)
+    if args.compare:
+        series = {}
+        for spec in args.compare:
+            label, _, path = spec.partition("=")
+            runs = json.loads(Path(path).read_text())["results"]
+            series[label] = runs
+            print(f"{label}:\n{table(runs)}\n")
+        if args.plot:
+            plot(series, args.plot)
+        return 0
+    global TREE
+    TREE = args.tree.resolve()
+    if not (TREE / "hookgate").is_dir() or not (TREE / "crds").is_dir():
+        p.error(f"--tree {args.tree}: not a source tree (no hookgate/ and crds/)")
     sizes = [int(x) for x in args.sizes.split(",") if x]
     if args.with_30k and 30_000 not in sizes:
         sizes.append(30_000)
@@ -676,9 +733,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         log(f"starting a private control plane in {work} (load: {uptime_before})")
         cluster.up()
-        cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+        cluster.kubectl("apply", "--server-side", "-f", str(TREE / "crds"))
         cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f",
-                        str(ROOT / "crds"))
+                        str(TREE / "crds"))
         cluster.kubectl("create", "namespace", OPERATOR_NS)
         cluster.kubectl("create", "serviceaccount", "-n", OPERATOR_NS, OPERATOR_SA)
         cluster.kubectl("create", "clusterrolebinding", "hookgate-bench-operator",
@@ -713,15 +770,21 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     print()
     print(targets(results))
+    prediction = predict(results)
+    if prediction:
+        print()
+        print("At 100,000 on the curve through the two largest sizes: " + "; ".join(
+            f"{k} {v['predicted']:.1f} (slope {v['slope']:.2f})" for k, v in prediction.items()))
     if args.out_json:
         args.out_json.parent.mkdir(parents=True, exist_ok=True)
         args.out_json.write_text(json.dumps(
             {"uptime_before": uptime_before, "uptime_after": uptime_after,
-             "elapsed_s": elapsed, "commit": subprocess.run(
-                 ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
-                 text=True).stdout.strip(), "results": results}, indent=2) + "\n")
+             "elapsed_s": elapsed, "tree": str(TREE), "commit": subprocess.run(
+                 ["git", "-C", str(TREE), "rev-parse", "HEAD"], capture_output=True,
+                 text=True).stdout.strip(), "results": results,
+             "prediction_100k": prediction}, indent=2) + "\n")
     if args.plot:
-        plot(results, args.plot)
+        plot({"measured": results}, args.plot)
     return 0
 
 
