@@ -659,9 +659,25 @@ def plot(series: dict[str, list[dict[str, Any]]], path: Path) -> None:
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
     for ax, (key, title, target) in zip(axes, panels, strict=True):
         for label, results in series.items():
-            pts = [(r["endpoints"], v) for r in results if (v := figures(r)[key]) is not None]
-            if pts:
-                ax.plot(*zip(*pts, strict=True), marker="o", label=label)
+            pts = [(r["endpoints"], v) for r in results
+                   if r.get("ready") and (v := figures(r)[key]) is not None]
+            line = ax.plot(*zip(*pts, strict=True), marker="o", label=label) if pts else None
+            # A size whose gateway was never Ready: how long it was waited for, and what
+            # the operator cost meanwhile, marked x.
+            color = line[0].get_color() if line else None
+            for r in results:
+                if r.get("ready"):
+                    continue
+                v = r.get("ready_wait_s") if key == "ready_s" else figures(r)[key]
+                if v is not None:
+                    ax.plot([r["endpoints"]], [v], marker="x", markersize=9, color=color,
+                            linestyle="none")
+                    ax.annotate("not Ready", (r["endpoints"], v), fontsize=7,
+                                textcoords="offset points", xytext=(-20, 6))
+        ax.margins(y=0.15)
+        ax.set_ylim(bottom=0)
+        ns = [r["endpoints"] for results in series.values() for r in results]
+        ax.set_xlim(min(ns) / 1.5, max(ns) * 1.5)
         ax.axhline(target, color="red", linestyle="--", linewidth=1, label="target at 30,000")
         ax.set_xscale("log")
         ax.set_xlabel("endpoints (+ as many subscriptions)")
