@@ -544,7 +544,9 @@ def mib(b: float | None) -> str:
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    cols = [f"N = {r['endpoints']:,}" for r in results]
+    """One column per size; a result with a ``label`` has it in its column's head."""
+    cols = [(f"{r['label']}, " if r.get("label") else "") + f"N = {r['endpoints']:,}"
+            for r in results]
     rows: list[tuple[str, list[str]]] = []
 
     def row(name: str, f: Any) -> None:
@@ -720,9 +722,8 @@ def main(argv: list[str] | None = None) -> int:
         series = {}
         for spec in args.compare:
             label, _, path = spec.partition("=")
-            runs = json.loads(Path(path).read_text())["results"]
-            series[label] = runs
-            print(f"{label}:\n{table(runs)}\n")
+            series[label] = json.loads(Path(path).read_text())["results"]
+        print(table([{**r, "label": label} for label, runs in series.items() for r in runs]))
         if args.plot:
             plot(series, args.plot)
         return 0
