@@ -692,6 +692,23 @@ def plot(series: dict[str, list[dict[str, Any]]], path: Path) -> None:
     plt.close(fig)
 
 
+def save(path: Path | None, uptime_before: str, began: float, results: list[dict[str, Any]],
+         final: bool) -> None:
+    """Write what is measured so far (after each size, so a run stopped by its time limit
+    keeps the sizes it finished)."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    commit = subprocess.run(["git", "-C", str(TREE), "rev-parse", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    path.write_text(json.dumps(
+        {"uptime_before": uptime_before, "uptime_after": uptime, "complete": final,
+         "elapsed_s": time.perf_counter() - began, "tree": str(TREE), "commit": commit,
+         "results": results, "prediction_100k": predict(results) if results else {}},
+        indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default="1000,10000",
@@ -769,6 +786,7 @@ def main(argv: list[str] | None = None) -> int:
         for n in sizes:
             results.append(measure_size(cluster, redis, api_client, n, args,
                                         operator_kubeconfig))
+            save(args.out_json, uptime_before, began, results, final=False)
         api_client.close()  # type: ignore[no-untyped-call]
     finally:
         if redis is not None:
@@ -792,14 +810,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print("At 100,000 on the curve through the two largest sizes: " + "; ".join(
             f"{k} {v['predicted']:.1f} (slope {v['slope']:.2f})" for k, v in prediction.items()))
-    if args.out_json:
-        args.out_json.parent.mkdir(parents=True, exist_ok=True)
-        args.out_json.write_text(json.dumps(
-            {"uptime_before": uptime_before, "uptime_after": uptime_after,
-             "elapsed_s": elapsed, "tree": str(TREE), "commit": subprocess.run(
-                 ["git", "-C", str(TREE), "rev-parse", "HEAD"], capture_output=True,
-                 text=True).stdout.strip(), "results": results,
-             "prediction_100k": prediction}, indent=2) + "\n")
+    save(args.out_json, uptime_before, began, results, final=True)
     if args.plot:
         plot({"measured": results}, args.plot)
     return 0
