@@ -733,14 +733,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plot", type=Path, help="draw cost against N to this PNG")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     p.add_argument("--compare", action="append", default=[], metavar="LABEL=JSON",
-                   help="with --plot and no run (--sizes ''): plot earlier --out-json files "
-                        "side by side, e.g. before=a.json --compare after=b.json")
+                   help="no run: tabulate (and --plot) earlier --out-json files side by side, "
+                        "e.g. before=a.json --compare after=b.json; or a file of runs by "
+                        "label: --compare docs/bench-operator.json")
     args = p.parse_args(argv)
     if args.compare:
         series = {}
         for spec in args.compare:
             label, _, path = spec.partition("=")
-            series[label] = json.loads(Path(path).read_text())["results"]
+            doc = json.loads(Path(path or label).read_text())
+            if "results" in doc:
+                series[label] = doc["results"]
+            else:  # several runs by label, as in docs/bench-operator.json
+                series.update({k: v["results"] for k, v in doc.items()})
         print(table([{**r, "label": label} for label, runs in series.items() for r in runs]))
         if args.plot:
             plot(series, args.plot)
