@@ -38,7 +38,10 @@ threads). Then:
 
 Prints a Markdown table and the targets of issue #16; ``--out-json`` keeps every figure;
 ``--plot`` draws cost against N (matplotlib). Every wait is bounded; a gateway that is not
-Ready in time is reported with its condition, and the rest of that size is skipped.
+Ready in time is reported with its condition, and the deliverer and change figures of that
+size are skipped (its requests and memory are still measured). ``--tree DIR`` runs the
+operator and deliverer of another source tree; ``--compare LABEL=JSON`` (repeated) only
+tabulates and plots earlier runs side by side.
 
 Not a test; never collected by pytest (files are named bench_*.py).
 """
