@@ -276,6 +276,10 @@ def cmd_deliverer(args: argparse.Namespace) -> int:
 
 
 def cmd_operator(args: argparse.Namespace) -> int:
+    if args.kubeconfig:
+        # Before anything imports the kubernetes client: it fixes its default kubeconfig
+        # path from $KUBECONFIG on import, and kopf's login uses that default.
+        os.environ["KUBECONFIG"] = args.kubeconfig
     require_extra("operator", "kopf", "kubernetes", what="hookgate operator")
     import logging
 
@@ -287,8 +291,6 @@ def cmd_operator(args: argparse.Namespace) -> int:
 
     setup_logging(args.log_level, None if args.log_format == "auto" else args.log_format == "json")
     namespaces = args.namespace or [n for n in (env("NAMESPACES") or "").split(",") if n]
-    if args.kubeconfig:
-        os.environ["KUBECONFIG"] = args.kubeconfig  # kopf's own login reads it too
     handlers.OPTIONS.update(namespaced=bool(namespaces), namespaces=namespaces,
                             kubeconfig=args.kubeconfig, deliverer_image=args.deliverer_image)
     # kopf logs every handled watch event at INFO; ours are routine wake-ups, so only

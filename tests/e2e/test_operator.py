@@ -52,7 +52,8 @@ class Operator:
     def __init__(self, kube: Kube, namespace: str, log: Path) -> None:
         self.log = log
         self.metrics_url = f"http://127.0.0.1:{unused_port()}/metrics"
-        env = {**os.environ, "KUBECONFIG": str(kube.kubeconfig)}
+        # --kubeconfig, as documented, and no $KUBECONFIG: the flag alone must do
+        env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [
@@ -60,6 +61,8 @@ class Operator:
                     "-m",
                     "hookgate",
                     "operator",
+                    "--kubeconfig",
+                    str(kube.kubeconfig),
                     "--namespace",
                     namespace,
                     "--liveness",
