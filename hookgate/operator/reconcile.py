@@ -562,9 +562,12 @@ class Reconciler:
         before: Mapping[str, Any] = next(
             (c for c in old.get("conditions", []) if c.get("type") == "Ready"), {})
         after = next(c for c in status["conditions"] if c["type"] == "Ready")
-        if before.get("status") != after["status"] or before.get("reason") != after["reason"]:
-            await self.notify(obj, "Normal" if after["status"] == "True" else "Warning",
-                              after["reason"], after["message"])
+        if before.get("status") == after["status"] and before.get("reason") == after["reason"]:
+            return
+        if after["status"] == "True" and not before:
+            return  # Ready from its first status on: the status says so, no Event needed
+        await self.notify(obj, "Normal" if after["status"] == "True" else "Warning",
+                          after["reason"], after["message"])
 
     async def _gateway_status(self, gateway: dict[str, Any], own: Sequence[Problem],
                               problems: Mapping[str, list[Problem]], now: str, replicas: int,

@@ -176,3 +176,27 @@ async def test_the_resync_lists_once_and_drops_what_was_deleted_unseen() -> None
         "shards", "shards"]  # and the new version's stale shards, by label
     assert cache.get("WebhookEndpoint", NS, "ep-2") is None
     assert ("apply", "ConfigMap/hookgate-default-config") in api.requests
+
+
+async def test_an_event_is_posted_for_a_problem_or_a_recovery_not_for_a_first_ready() -> None:
+    posted: list[tuple[str, str]] = []
+
+    async def notify(obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        posted.append((type_, reason))
+
+    reconciler = Reconciler(RecordingApi(), cache=Cache(), notify=notify)  # type: ignore[arg-type]
+    endpoint = {"kind": "WebhookEndpoint", "metadata": {"namespace": NS, "name": "e"}}
+
+    def ready(status: str, reason: str) -> dict[str, Any]:
+        return {"conditions": [{"type": "Ready", "status": status, "reason": reason,
+                                "message": reason}]}
+
+    await reconciler._write_status(endpoint, ready("True", "Configured"))
+    assert posted == []  # 20,000 objects Ready at a cold start post no 20,000 Events
+    failing = {**endpoint, "status": ready("True", "Configured")}
+    await reconciler._write_status(failing, ready("False", "SecretMissing"))
+    recovering = {**endpoint, "status": ready("False", "SecretMissing")}
+    await reconciler._write_status(recovering, ready("True", "Configured"))
+    await reconciler._write_status(endpoint, ready("False", "InvalidFilter"))
+    assert posted == [("Warning", "SecretMissing"), ("Normal", "Configured"),
+                      ("Warning", "InvalidFilter")]
