@@ -117,17 +117,19 @@ class Manifest:
         """Parse a manifest; ValueError saying what is wrong with it."""
         try:
             doc = json.loads(text)
-            if doc.get("format") != FORMAT:
-                raise ValueError(f"format {doc.get('format')!r}, this deliverer reads "
-                                 f"format {FORMAT}: run the operator and deliverers of one "
-                                 "Hookgate version")
+            found = doc.get("format")
+        except (ValueError, AttributeError) as exc:
+            raise ValueError(f"the config manifest is malformed ({exc!r})") from None
+        if found != FORMAT:
+            raise ValueError(f"the config manifest has format {found!r}, this deliverer "
+                             f"reads format {FORMAT}: run the operator and deliverers of "
+                             "one Hookgate version")
+        try:
             routing, keys = doc["routing"], doc["keys"]
             return cls(str(routing["sha256"]), tuple(str(s) for s in routing["shards"]),
                        str(keys["sha256"]), tuple(str(s) for s in keys["shards"]),
                        dict(doc.get("settings") or {}))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            if isinstance(exc, ValueError) and str(exc).startswith("format"):
-                raise ValueError(f"the config manifest has {exc}") from None
+        except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"the config manifest is malformed ({exc!r})") from None
 
 
