@@ -72,6 +72,11 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support.ports import unused_port  # noqa: E402
+from tests.support.process import terminate  # noqa: E402
+
 CONTROL_PLANE = ROOT / "hack" / "control-plane"
 GROUP, VERSION = "hookgate.io", "v1alpha1"
 OPERATOR_NS = "hookgate-bench"
@@ -93,13 +98,6 @@ TARGETS = {"ready_s": 60.0, "change_p99_s": 2.0, "idle_rps": 1.0, "rss_mb": 500.
 
 def log(msg: str) -> None:
     print(f"[bench-operator {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def proc_status(pid: int) -> dict[str, int]:
@@ -124,16 +122,6 @@ def pct(values: list[float], q: float) -> float:
     return ordered[rank - 1]
 
 
-def stop_process(proc: subprocess.Popen[bytes], grace: float = 20) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 # --- the control plane, Redis, identities -------------------------------------------------
 
 
@@ -150,7 +138,7 @@ class Cluster:
             "apiVersion": "audit.k8s.io/v1", "kind": "Policy",
             "omitStages": ["ResponseStarted", "ResponseComplete", "Panic"],
             "rules": [{"level": "Metadata", "users": users}, {"level": "None"}]}))
-        api, etcd, peer, kcm = (free_port() for _ in range(4))
+        api, etcd, peer, kcm = (unused_port() for _ in range(4))
         self.env = {
             "HOOKGATE_CP_DIR": str(work / "control-plane"),
             "HOOKGATE_APISERVER_PORT": str(api), "HOOKGATE_ETCD_PORT": str(etcd),
@@ -218,7 +206,7 @@ class Cluster:
 
 class Redis:
     def __init__(self, work: Path) -> None:
-        self.port = free_port()
+        self.port = unused_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         self.proc = subprocess.Popen(
@@ -238,7 +226,7 @@ class Redis:
             time.sleep(0.1)
 
     def stop(self) -> None:
-        stop_process(self.proc)
+        terminate(self.proc)
 
 
 # --- objects --------------------------------------------------------------------------------
@@ -353,7 +341,7 @@ def measure_size(cluster: Cluster, redis: Redis, api_client: Any, n: int, args: 
     started = time.perf_counter()
     operator = subprocess.Popen(
         [sys.executable, "-m", "hookgate", "operator", "--namespace", namespace,
-         "--kubeconfig", str(operator_kubeconfig), "--liveness", f"127.0.0.1:{free_port()}",
+         "--kubeconfig", str(operator_kubeconfig), "--liveness", f"127.0.0.1:{unused_port()}",
          "--log-format", "json"],
         # KUBECONFIG as well: kopf's own login reads the client's default location, fixed
         # when `kubernetes` is imported, before --kubeconfig is put in the environment.
@@ -430,8 +418,8 @@ def measure_size(cluster: Cluster, redis: Redis, api_client: Any, n: int, args: 
             f"{result['operator_status_idle']['VmHWM'] / 2**20:.0f} MiB")
     finally:
         if deliverer is not None:
-            stop_process(deliverer)
-        stop_process(operator)
+            terminate(deliverer)
+        terminate(operator)
     result["load_after"] = os.getloadavg()
     return result
 
@@ -444,7 +432,7 @@ def spawn_deliverer(cluster: Cluster, redis: Redis, namespace: str, work: Path, 
     kubeconfig = work / "deliverer.kubeconfig"
     if not kubeconfig.exists():
         cluster.token_kubeconfig(namespace, "hookgate-default-deliverer", kubeconfig)
-    port = free_port()
+    port = unused_port()
     url = f"http://127.0.0.1:{port}"
     dlog = work / f"deliverer-{tag}.log"
     spawned_wall = time.time()
@@ -458,7 +446,7 @@ def spawn_deliverer(cluster: Cluster, redis: Redis, namespace: str, work: Path, 
     deadline = spawned + 300
     while http_json("GET", url + "/readyz", timeout=2)[0] != 200:
         if proc.poll() is not None or time.perf_counter() > deadline:
-            stop_process(proc)
+            terminate(proc)
             raise RuntimeError("the deliverer did not get ready:\n" + dlog.read_text()[-3000:]
                                + (work / f"deliverer-{tag}.err").read_text()[-3000:])
         time.sleep(0.02)
@@ -491,7 +479,7 @@ def start_deliverer(cluster: Cluster, redis: Redis, namespace: str, n: int, work
         d["first_log_s"] = stamps[0] - spawned_wall
     timed, _, _, timed_ready = spawn_deliverer(cluster, redis, namespace, work, "importtime",
                                                ("-X", "importtime"))
-    stop_process(timed)
+    terminate(timed)
     d["importtime_ready_s"] = timed_ready
     d["imports_s"] = import_seconds(work / "deliverer-importtime.err")
     result["deliverer"] = d

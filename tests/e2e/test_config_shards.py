@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -23,7 +23,7 @@ from hookgate.model.routing import EndpointConfig, RoutingConfig
 from hookgate.operator.build import build_config_objects
 from tests.support.waiting import wait_for
 
-from .kubeutil import Kube, unique_name
+from .kubeutil import Kube
 
 LIMIT = 1024  # bytes per shard: small, so that a small config takes many shards
 
@@ -38,18 +38,10 @@ def config_of(n: int, tag: str) -> GatewayConfig:
 
 
 @pytest.fixture
-def ns(kube: Kube) -> Iterator[str]:
-    name = unique_name("hg-shards")
-    kube.kubectl("create", "namespace", name)
-    yield name
-    kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-@pytest.fixture
-async def reader(kube: Kube, ns: str) -> AsyncIterator[ClusterConfig]:
+async def reader(kube: Kube, namespace: str) -> AsyncIterator[ClusterConfig]:
     # The admin kubeconfig of the test's control plane: a client certificate.
-    source = ClusterConfig(f"{ns}/default", ApiServer(load_credentials(str(kube.kubeconfig))),
-                           interval=0.2)
+    api = ApiServer(load_credentials(str(kube.kubeconfig)))
+    source = ClusterConfig(f"{namespace}/default", api, interval=0.2)
     yield source
     await source.close()
 
@@ -69,11 +61,11 @@ def put(kube: Kube, objs: list[dict[str, Any]]) -> None:
 
 
 async def test_a_version_in_many_shards_is_read_whole_and_the_next_one_replaces_it(
-        kube: Kube, ns: str, reader: ClusterConfig) -> None:
+        kube: Kube, namespace: str, reader: ClusterConfig) -> None:
     first_config = config_of(200, "v1")
     first = publish("default", first_config, LIMIT)
     assert len(first.routing.chunks) > 3 and len(first.keys.chunks) > 3
-    await asyncio.to_thread(put, kube, objects(ns, first))
+    await asyncio.to_thread(put, kube, objects(namespace, first))
     assert await reader.load() == first_config
 
     applied: list[GatewayConfig] = []
@@ -85,7 +77,7 @@ async def test_a_version_in_many_shards_is_read_whole_and_the_next_one_replaces_
         # config stays and the reader says why.
         second_config = config_of(200, "v2")
         second = publish("default", second_config, LIMIT)
-        *shards, manifest = objects(ns, second)
+        *shards, manifest = objects(namespace, second)
         await asyncio.to_thread(put, kube, [manifest])
         await wait_for(lambda: rejected, timeout=30, what="the torn version to be refused")
         assert "changed 3 times while it was being read" in str(rejected[0])
@@ -98,7 +90,6 @@ async def test_a_version_in_many_shards_is_read_whole_and_the_next_one_replaces_
         watcher.cancel()
 
 
-async def test_no_manifest_says_what_to_check(kube: Kube, ns: str,
-                                              reader: ClusterConfig) -> None:
+async def test_no_manifest_says_what_to_check(reader: ClusterConfig) -> None:
     with pytest.raises(ConfigUnavailable, match="check that the WebhookGateway exists"):
         await reader.load()

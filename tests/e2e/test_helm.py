@@ -25,6 +25,7 @@ import yaml
 
 from tests.support.ci import unavailable
 from tests.support.ports import unused_port
+from tests.support.process import terminate
 from tests.support.waiting import wait_for_blocking
 
 from .kubeutil import Kube, unique_name
@@ -165,12 +166,7 @@ def test_namespaced_install_runs_the_examples_with_the_charts_own_rbac(
         events = kube.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
         assert "hookgate" in events.lower()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, 20)
     text = log.read_text(errors="replace")
     assert "forbidden" not in text.lower(), text[-5000:]
 

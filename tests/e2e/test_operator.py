@@ -23,6 +23,7 @@ from hookgate.deliverer.queues.base import Event
 from hookgate.deliverer.queues.factory import open_queue
 from hookgate.model.publication import Manifest, unpack
 from tests.support.ports import unused_port
+from tests.support.process import terminate
 from tests.support.receiver import Recorder
 from tests.support.waiting import wait_for
 
@@ -80,12 +81,7 @@ class Operator:
             )
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        terminate(self.proc, 20)
 
 
 @pytest.fixture
@@ -830,11 +826,6 @@ async def test_5000_endpoints_are_published_and_the_last_subscription_delivers(
         Webhook(EXAMPLE_SECRET).verify(got.body, got.headers)
     finally:
         if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            terminate(proc)
         operator.stop()
         print(operator.log.read_text()[-3000:])

@@ -107,6 +107,17 @@ class ServerProcess:
                           interval=self.poll_interval, what=f"{self.name}'s port to close")
 
 
+def terminate(process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """SIGTERM ``process`` and wait for it; SIGKILL it if it outlives ``timeout``."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 async def run_hookgate(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """``python -m hookgate ARGS`` as a user runs it, to completion."""
     return await asyncio.to_thread(
