@@ -17,9 +17,10 @@ stored in each of them; the home partition is
 written last, after its idempotency key was checked, so a crash in between leaves at worst
 deliveries made twice, never an acknowledged event without them.
 
-:meth:`PartitionedQueue.fetch` first asks the partitions one after the other, from a
-rotating first one, for what is ready now, until it has ``limit``: no partition starves. Only
-when none has anything does it wait, on all of them at once; a partition that answers ends
+:meth:`PartitionedQueue.fetch` first asks every partition not already waiting, all at once,
+for its share of ``limit`` of what is ready now (the remainder to a rotating first one), and
+asks again those that filled their share: no partition starves. Only when none has anything
+does it wait, on all of them at once; a partition that answers ends
 the wait, and the others' waits go on and are collected by the next fetch (one outstanding
 per partition), so a quiet partition never delays a busy one. A leased delivery's later
 calls (complete, retry, ...) go to the partition that leased it.
