@@ -92,6 +92,13 @@ class Names:
         """The Secret and the KEDA TriggerAuthentication with the queue's credentials."""
         return f"hookgate-{self.gateway}-redis-auth"
 
+    @property
+    def optional(self) -> tuple[tuple[str, str], ...]:
+        """(kind, name) of the children a gateway has only with some settings (KEDA mode, a
+        queue URL with credentials): what the reconcile deletes when it no longer builds them."""
+        return (("ScaledObject", self.scaled_object),
+                ("TriggerAuthentication", self.redis_auth), ("Secret", self.redis_auth))
+
 
 def labels(gateway: str) -> dict[str, str]:
     return {"app.kubernetes.io/name": "hookgate", "app.kubernetes.io/component": "deliverer",

@@ -36,6 +36,7 @@ from hookgate.operator.autoscale import Policy, Recommendation, decide_replicas,
 from hookgate.operator.build import (
     DEFAULT_IMAGE,
     SHARD_LABEL,
+    Names,
     build_children,
     build_endpoint_secret,
     generated_secret_name,
@@ -94,6 +95,7 @@ class GatewayState:
     published: Manifest | None = None
     before: Manifest | None = None
     pruned: str = ""  # the version whose stale shards were last deleted
+    swept: bool = False  #: optional children not built were deleted once since start
     manifest_read: bool = False
     published_inputs: Inputs | None = None  #: the inputs of the last successful apply
     published_at: float = 0.0
@@ -246,10 +248,11 @@ class Reconciler:
                 problems.append(Problem(
                     f"cannot apply {child['kind']} {child['metadata']['name']}: {exc}",
                     reason="ApplyFailed", hint="check the operator's RBAC and the object"))
-        state.applied = versions  # shards of older versions are no children any more
+        had, state.applied = state.applied, versions  # old shards are no children any more
         if applied:
             state.published = publication.manifest
             await self._prune_shards(namespace, name, state)
+            await self._prune_optional(namespace, name, state, had)
         PUBLISHES.labels(reason).inc()
         state.publish_problems = problems
         # A failed apply leaves nothing marked published: the next poll tries again.
@@ -338,6 +341,25 @@ class Reconciler:
             with contextlib.suppress(NotFound):  # before sharding, if it is still there
                 await self.kube.delete("Secret", namespace, f"hookgate-{name}-keys")
         state.pruned = current.version
+
+    async def _prune_optional(self, namespace: str, name: str, state: GatewayState,
+                              had: Mapping[tuple[str, str], str]) -> None:
+        """Delete the children a gateway no longer has (KEDA's ScaledObject after it left
+        KEDA mode, whose HPA would otherwise go on scaling the deliverers; the credentials'
+        Secret and TriggerAuthentication after the queue URL lost them): those applied
+        before, and, once per operator start, any of them still there from an earlier run."""
+        for kind, child in Names(name).optional:
+            if (kind, child) in state.applied or (state.swept and (kind, child) not in had):
+                continue
+            try:
+                await self.kube.delete(kind, namespace, child)
+            except NotFound:  # not there (or KEDA not installed)
+                pass
+            except ApiError as exc:  # tried again after the next publish
+                log.warning("%s/%s: cannot delete %s %s it no longer needs: %s",
+                            namespace, name, kind, child, exc)
+                return
+        state.swept = True
 
     # --- parsing and secrets ------------------------------------------------------------
 

@@ -600,6 +600,14 @@ async def test_keda_mode_builds_its_trigger_from_a_url_kept_in_a_secret(
         condition = await until(lambda: (c := ready(get(crds, ns, "webhookgateway", "default")))
                                 and c["status"] == "True" and c, "the gateway to be Ready")
         assert condition["reason"] == "Reconciled"
+        # Leaving KEDA mode: KEDA's objects go (its HPA would fight the operator's scaling).
+        crds.kubectl("patch", "-n", ns, "webhookgateway", "default", "--type=merge", "-p",
+                     json.dumps({"spec": {"autoscaling": {"mode": "Builtin"}}}))
+        for kind, name in (("scaledobject", "hookgate-default"),
+                           ("triggerauthentication", "hookgate-default-redis-auth"),
+                           ("secret", "hookgate-default-redis-auth")):
+            await until(lambda k=kind, n=name: get(crds, ns, k, n) is None,
+                        f"{kind} {name} to be deleted after leaving KEDA mode")
     finally:
         crds.kubectl("delete", "crd", "scaledobjects.keda.sh",
                      "triggerauthentications.keda.sh", "--wait=false", check=False)

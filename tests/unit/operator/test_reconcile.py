@@ -32,6 +32,7 @@ class RecordingApi:
         self.version = 0
         self.statuses: dict[tuple[str, str], Mapping[str, Any]] = {}
         self.listed: dict[str, list[str]] = {}  # what a list returns, by kind: names
+        self.keda = False  # whether KEDA's API is served
 
     async def apply(self, obj: Mapping[str, Any], *, force: bool = True) -> Any:
         self.requests.append(("apply", f"{obj['kind']}/{obj['metadata']['name']}"))
@@ -66,7 +67,7 @@ class RecordingApi:
         self.requests.append(("delete", f"{kind}/{name}"))
 
     async def has_api(self, group_version: str, plural: str) -> bool:
-        return False
+        return self.keda
 
 
 def meta(name: str, **extra: Any) -> dict[str, Any]:
@@ -176,6 +177,42 @@ async def test_the_resync_lists_once_and_drops_what_was_deleted_unseen() -> None
         "shards", "shards"]  # and the new version's stale shards, by label
     assert cache.get("WebhookEndpoint", NS, "ep-2") is None
     assert ("apply", "ConfigMap/hookgate-default-config") in api.requests
+
+
+async def test_children_a_gateway_no_longer_has_are_deleted() -> None:
+    """Leaving KEDA mode deletes the ScaledObject (its HPA would go on scaling the
+    deliverers) and the credentials' Secret and TriggerAuthentication; a first publish after
+    a start also deletes any an earlier operator left; later publishes delete nothing."""
+    api, cache = RecordingApi(), populated(1)
+    api.keda = True
+    gateway = cache.get("WebhookGateway", NS, "default")
+    assert gateway is not None
+    keda = {**gateway, "spec": {"queue": {"redis": {"url": "redis://hg:pw@127.0.0.1:1/0"}},
+                                "autoscaling": {"mode": "KEDA"}}}
+    cache.put(keda)
+    r = reconciler(api, cache)
+    await r.reconcile(NS, "default")
+    optional = {"ScaledObject/hookgate-default", "Secret/hookgate-default-redis-auth",
+                "TriggerAuthentication/hookgate-default-redis-auth"}
+    assert optional <= {target for verb, target in api.requests if verb == "apply"}
+    assert not [target for verb, target in api.requests if verb == "delete"
+                and target in optional]
+    api.requests.clear()
+    cache.put({**keda, "metadata": {**keda["metadata"], "resourceVersion": "2", "generation": 2},
+               "spec": {"autoscaling": {"mode": "Disabled"}}})
+    await r.reconcile(NS, "default")
+    assert {target for verb, target in api.requests if verb == "delete"} >= optional
+    api.requests.clear()
+    cache.put({**keda, "metadata": {**keda["metadata"], "resourceVersion": "3", "generation": 3},
+               "spec": {"autoscaling": {"mode": "Disabled", "maxReplicas": 3}}})
+    await r.reconcile(NS, "default")
+    assert ("apply", "Deployment/hookgate-default") in api.requests
+    assert not [target for verb, target in api.requests if verb == "delete"
+                and target in optional]
+
+    fresh = RecordingApi()
+    await reconciler(fresh, cache).reconcile(NS, "default")  # another operator's start
+    assert {target for verb, target in fresh.requests if verb == "delete"} >= optional
 
 
 async def test_an_event_is_posted_for_a_problem_or_a_recovery_not_for_a_first_ready() -> None:
